@@ -1,0 +1,24 @@
+"""debiaskit: compare debiasing methods for language models on occupational gender bias, in one table."""
+
+from debiaskit.data import DatasetSpec, Occupation, OccupationSet, TemplateFamily
+from debiaskit.errors import DebiasKitError
+from debiaskit.hookspecs import hookimpl
+from debiaskit.method import FitContext, Intervention, Method, hooked
+from debiaskit.model import LoadedModel, load_model
+from debiaskit.options import Option
+
+__all__ = [
+    "DatasetSpec",
+    "DebiasKitError",
+    "FitContext",
+    "Intervention",
+    "LoadedModel",
+    "Method",
+    "Occupation",
+    "OccupationSet",
+    "Option",
+    "TemplateFamily",
+    "hooked",
+    "hookimpl",
+    "load_model",
+]

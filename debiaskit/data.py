@@ -1,0 +1,173 @@
+"""Occupation data sets, prompt template families, and the k-fold split over jobs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from debiaskit.errors import DebiasKitError
+
+GROUPS = ("female", "male")  # female- and male-dominated jobs
+
+
+def project_data_dir() -> Path:
+    """`datasets/` of a checkout, or `debiaskit/datasets/` of an installed wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "datasets", here.parent / "datasets"):
+        if (candidate / "templates.json").is_file():
+            return candidate
+    raise DebiasKitError(f"debiaskit's data files are missing (looked in {here / 'datasets'} and {here.parent / 'datasets'}); reinstall debiaskit")
+
+
+@dataclass(frozen=True)
+class Occupation:
+    name: str
+    group: str  # "female" or "male": which group dominates the job
+    pct_women: float
+
+
+@dataclass(frozen=True)
+class OccupationSet:
+    name: str
+    source: str
+    occupations: tuple[Occupation, ...]
+
+    def in_group(self, group: str) -> tuple[Occupation, ...]:
+        return tuple(job for job in self.occupations if job.group == group)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered data set. `load(argument)` gets what follows ':' in `--dataset NAME:ARGUMENT` (or None)."""
+
+    name: str
+    description: str
+    load: Callable[[str | None], OccupationSet]
+
+
+@dataclass(frozen=True)
+class TemplateFamily:
+    """Prompt templates with `{job}` (and optionally `{a_job}`, the job with its article) and the words whose
+    next-token probability is summed for each gender."""
+
+    name: str
+    description: str
+    templates: tuple[str, ...]
+    male_words: tuple[str, ...]
+    female_words: tuple[str, ...]
+
+    def prompt(self, template: str, job: str) -> str:
+        article = "an" if job[:1].lower() in "aeiou" else "a"
+        return template.format(job=job, a_job=f"{article} {job}")
+
+
+def read_occupations_csv(path: Path, name: str, source: str) -> OccupationSet:
+    """Read `occupation,group,pct_women` rows; any bad row is an error naming the file and line."""
+    required = ("occupation", "group", "pct_women")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise DebiasKitError(f"cannot read occupation file {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise DebiasKitError(f"{path} is not UTF-8 text; expected a CSV with columns {', '.join(required)}") from None
+    reader = csv.DictReader(text.splitlines())
+    missing = [column for column in required if column not in (reader.fieldnames or [])]
+    if missing:
+        raise DebiasKitError(f"{path}:1: missing column {missing[0]!r}; expected columns {', '.join(required)} (found {reader.fieldnames})")
+    jobs: list[Occupation] = []
+    for line, row in enumerate(reader, start=2):
+        jobs.append(_parse_occupation_row(row, f"{path}:{line}"))
+    if not jobs:
+        raise DebiasKitError(f"{path} has a header but no occupations")
+    _check_occupations(jobs, str(path))
+    return OccupationSet(name=name, source=source, occupations=tuple(jobs))
+
+
+def _parse_occupation_row(row: dict[str, str | None], where: str) -> Occupation:
+    if None in row:
+        raise DebiasKitError(f"{where}: more fields than the header has columns")
+    job = (row.get("occupation") or "").strip()
+    group = (row.get("group") or "").strip().lower()
+    pct_text = (row.get("pct_women") or "").strip()
+    if not job:
+        raise DebiasKitError(f"{where}: empty occupation name")
+    if group not in GROUPS:
+        raise DebiasKitError(f"{where}: group {row.get('group')!r} for {job!r}; accepted: {', '.join(GROUPS)}")
+    try:
+        pct_women = float(pct_text)
+    except ValueError:
+        raise DebiasKitError(f"{where}: pct_women {pct_text!r} for {job!r} is not a number; expected 0 to 100") from None
+    if not 0.0 <= pct_women <= 100.0:
+        raise DebiasKitError(f"{where}: pct_women {pct_text!r} for {job!r} is outside 0 to 100")
+    return Occupation(job, group, pct_women)
+
+
+def _check_occupations(jobs: Sequence[Occupation], where: str) -> None:
+    names = [job.name for job in jobs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DebiasKitError(f"{where}: occupation {duplicates[0]!r} appears more than once")
+    for group in GROUPS:
+        if not any(job.group == group for job in jobs):
+            raise DebiasKitError(f"{where}: no {group}-dominated job; the stereotype gap needs both groups")
+
+
+def read_template_families(path: Path) -> list[TemplateFamily]:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise DebiasKitError(f"cannot read template families from {path}: {error}") from None
+    return [
+        TemplateFamily(name, spec["description"], tuple(spec["templates"]), tuple(spec["male_words"]), tuple(spec["female_words"]))
+        for name, spec in raw.items()
+    ]
+
+
+def job_folds(occupations: Sequence[Occupation], n_folds: int, seed: int) -> list[tuple[tuple[Occupation, ...], tuple[Occupation, ...]]]:
+    """(train, held_out) per fold, stratified by group: each group is shuffled with `seed` and dealt round-robin."""
+    smallest = min(sum(job.group == group for job in occupations) for group in GROUPS)
+    if not 2 <= n_folds <= smallest:
+        raise DebiasKitError(f"--folds {n_folds}: accepted 2 to {smallest} (the number of jobs in the smaller group)")
+    rng = random.Random(seed)
+    fold_of: dict[str, int] = {}
+    for group in GROUPS:
+        names = [job.name for job in occupations if job.group == group]
+        rng.shuffle(names)
+        fold_of.update({name: index % n_folds for index, name in enumerate(names)})
+    return [
+        (tuple(j for j in occupations if fold_of[j.name] != fold), tuple(j for j in occupations if fold_of[j.name] == fold))
+        for fold in range(n_folds)
+    ]
+
+
+@dataclass(frozen=True)
+class GenderedWords:
+    """Definitional gender: [female, male] word pairs to fit on (in neutral `fit_contexts` with `{word}`), and
+    separate `control_pairs` that no method fits on, used to check that meaning survives debiasing."""
+
+    fit_pairs: tuple[tuple[str, str], ...]
+    fit_contexts: tuple[str, ...]
+    control_pairs: tuple[tuple[str, str], ...]
+
+    def fit_sentences(self) -> list[tuple[str, str, int]]:
+        """(sentence, word, label) for every fit pair in every context; label 1 = female, 0 = male."""
+        return [
+            (context.format(word=word), word, label)
+            for female, male in self.fit_pairs
+            for context in self.fit_contexts
+            for word, label in ((female, 1), (male, 0))
+        ]
+
+
+def gendered_words() -> GenderedWords:
+    path = project_data_dir() / "gendered_words.json"
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    return GenderedWords(
+        tuple(tuple(pair) for pair in raw["fit_pairs"]),  # type: ignore[misc]
+        tuple(raw["fit_contexts"]),
+        tuple(tuple(pair) for pair in raw["control_pairs"]),  # type: ignore[misc]
+    )

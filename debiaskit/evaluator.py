@@ -1,0 +1,127 @@
+"""Batched scoring: next-token gender probabilities on occupation prompts, and the cost on neutral text.
+
+Prompts run in left-padded, attention-masked batches (sorted by length so padding stays small); an
+applied method's logits transform is honoured at every position it sees.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from debiaskit.data import Occupation, TemplateFamily, project_data_dir
+from debiaskit.method import LogitsTransform
+from debiaskit.metrics import kl_per_position
+from debiaskit.model import LoadedModel
+from debiaskit.targets import TargetTokens
+
+DEFAULT_BATCH_SIZE = 64
+NEUTRAL_TEXT_FILE = "neutral_text.txt"
+NEUTRAL_CHUNK_TOKENS = 128
+
+
+def build_prompts(jobs: Sequence[Occupation], family: TemplateFamily, templates: Sequence[int] | None = None) -> pd.DataFrame:
+    """One row per (job, template): job, group, pct_women, template (its index), prompt."""
+    indices = range(len(family.templates)) if templates is None else templates
+    return pd.DataFrame(
+        [
+            {"job": job.name, "group": job.group, "pct_women": job.pct_women, "template": index,
+             "prompt": family.prompt(family.templates[index], job.name)}
+            for job in jobs
+            for index in indices
+        ]
+    )
+
+
+def next_token_logits(lm: LoadedModel, sequences: Sequence[Sequence[int]], transform: LogitsTransform | None,
+                      batch_size: int = DEFAULT_BATCH_SIZE, label: str = "scoring") -> torch.Tensor:
+    """Last-position logits [n, vocab] (float32, on the CPU) for each token sequence, in input order."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    results: list[torch.Tensor | None] = [None] * len(sequences)
+    starts = range(0, len(order), batch_size)
+    with torch.no_grad():
+        for start in tqdm(starts, desc=label, file=sys.stderr, leave=False, disable=len(starts) < 2):
+            rows = order[start:start + batch_size]
+            batch = lm.make_batch([sequences[i] for i in rows])
+            logits = lm.run(batch)
+            if transform is not None:
+                logits = transform(logits, batch.tokens)
+            last = logits[:, -1].float().cpu()
+            for position, row in enumerate(rows):
+                results[row] = last[position]
+    return torch.stack(results)  # type: ignore[arg-type]
+
+
+def score_prompts(lm: LoadedModel, prompts: Sequence[str], targets: TargetTokens, transform: LogitsTransform | None,
+                  batch_size: int = DEFAULT_BATCH_SIZE, label: str = "scoring") -> tuple[np.ndarray, np.ndarray]:
+    """(p_male, p_female) per prompt: next-token probability summed over each group's target tokens."""
+    logits = next_token_logits(lm, [lm.encode(p) for p in prompts], transform, batch_size, label)
+    probs = torch.softmax(logits.double(), dim=-1)
+    p_male = probs[:, list(targets.male_ids)].sum(-1).numpy()
+    p_female = probs[:, list(targets.female_ids)].sum(-1).numpy()
+    return p_male, p_female
+
+
+@dataclass(frozen=True)
+class NeutralCost:
+    kl: float  # mean over positions of KL(P_none || P_method), nats
+    nll: float  # mean next-token negative log-likelihood, nats
+
+
+class NeutralText:
+    """The shipped gender-free text, tokenised once; the baseline's log-probabilities are computed once per run."""
+
+    def __init__(self, lm: LoadedModel, text: str | None = None, chunk_tokens: int = NEUTRAL_CHUNK_TOKENS,
+                 batch_size: int = 16) -> None:
+        text = text if text is not None else (project_data_dir() / NEUTRAL_TEXT_FILE).read_text(encoding="utf-8")
+        ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+        anchor = [lm.anchor_token_id] if lm.anchor_token_id is not None else []
+        body = chunk_tokens - len(anchor)
+        self.lm = lm
+        self.sequences = [anchor + ids[i:i + body] for i in range(0, len(ids), body)]
+        self.n_tokens = len(ids)
+        self.batch_size = batch_size
+        self._baseline: list[torch.Tensor] | None = None
+
+    def _log_probs(self, transform: LogitsTransform | None) -> list[torch.Tensor]:
+        """Per batch: log-probs [batch, pos-1, vocab] of the predictions whose next token exists."""
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(self.sequences), self.batch_size):
+                batch = self.lm.make_batch(self.sequences[start:start + self.batch_size])
+                logits = self.lm.run(batch)
+                if transform is not None:
+                    logits = transform(logits, batch.tokens)
+                out.append(torch.log_softmax(logits[:, :-1].float(), dim=-1))
+        return out
+
+    def _compare(self, log_probs: list[torch.Tensor]) -> NeutralCost:
+        assert self._baseline is not None
+        kl_sum = nll_sum = 0.0
+        count = 0
+        for base, method, start in zip(self._baseline, log_probs, range(0, len(self.sequences), self.batch_size)):
+            batch = self.lm.make_batch(self.sequences[start:start + self.batch_size])
+            valid = (batch.attention_mask[:, :-1] * batch.attention_mask[:, 1:]).bool().cpu()
+            base, method = base.cpu(), method.cpu()
+            kl = kl_per_position(base, method)
+            nll = -method.gather(-1, batch.tokens[:, 1:].cpu().unsqueeze(-1)).squeeze(-1)
+            kl_sum += float(kl[valid].double().sum())
+            nll_sum += float(nll[valid].double().sum())
+            count += int(valid.sum())
+        return NeutralCost(kl=kl_sum / count, nll=nll_sum / count)
+
+    def record_baseline(self) -> NeutralCost:
+        self._baseline = [lp.cpu() for lp in self._log_probs(None)]
+        return self._compare(self._baseline)
+
+    def cost(self, transform: LogitsTransform | None) -> NeutralCost:
+        """KL from the baseline and the model's own NLL on the text, with whatever is applied now."""
+        if self._baseline is None:
+            raise RuntimeError("call NeutralText.record_baseline() with no method applied first")
+        return self._compare(self._log_probs(transform))

@@ -1,0 +1,86 @@
+"""The method contract: every debiasing method is a `Method` subclass that a plugin registers.
+
+A method is created from its options, fitted once (`fit`), and applied for exactly the duration of an
+evaluation (`apply`, a context manager). While applied it may
+  * hook activations (`hooked` below installs TransformerLens hooks and always removes them),
+  * transform next-token logits (the `Intervention` it yields), and/or
+  * edit weights temporarily (restore them in a `finally`).
+The host scores every method with the same evaluator and metrics; no method computes its own headline number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from debiaskit.options import Option, resolve_settings
+
+if TYPE_CHECKING:
+    from debiaskit.data import Occupation, TemplateFamily
+    from debiaskit.model import LoadedModel
+
+# (logits [batch, pos, vocab], tokens [batch, pos]) -> logits; logits[:, i] predicts the token after tokens[:, : i + 1]
+LogitsTransform = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+ActivationHook = tuple[str, Callable[..., Any]]  # (hook point name, TransformerLens hook function)
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """What an applied method asks of the evaluator beyond the hooks it installed itself."""
+
+    logits_transform: LogitsTransform | None = None
+
+
+@dataclass(frozen=True)
+class FitContext:
+    """What a method may learn from: the model, the jobs of the training split, and the prompt family."""
+
+    model: LoadedModel
+    train_jobs: tuple[Occupation, ...]
+    templates: TemplateFamily
+    seed: int
+
+
+class Method:
+    """Base class of a debiasing method. Subclasses set the class attributes and override what they need."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    options: ClassVar[tuple[Option, ...]] = ()
+    strength_knob: ClassVar[str | None] = None  # the option that sets how hard the method pushes
+
+    def __init__(self, **given: Any) -> None:
+        self.settings: dict[str, Any] = resolve_settings(self.name, self.options, given)
+
+    def uses_jobs(self) -> bool:
+        """True when `fit` learns from occupation prompts: the host then fits per fold and scores held-out jobs."""
+        return False
+
+    def fit(self, context: FitContext) -> None:
+        """Learn whatever the method needs. The default learns nothing."""
+
+    @contextmanager
+    def apply(self, lm: LoadedModel) -> Iterator[Intervention]:
+        """Change the model for the duration of the `with` block. The default changes nothing."""
+        yield Intervention()
+
+    def details(self) -> dict[str, Any]:
+        """Extra columns for this method's table row (e.g. how many latents were chosen)."""
+        return {}
+
+
+@contextmanager
+def hooked(lm: LoadedModel, hooks: Sequence[ActivationHook]) -> Iterator[None]:
+    """Install forward hooks for the block's duration; they are removed on every exit path."""
+    unknown = [name for name, _ in hooks if name not in lm.model.hook_dict]
+    if unknown:
+        from debiaskit.errors import DebiasKitError
+
+        raise DebiasKitError(f"hook point {unknown[0]!r} does not exist in {lm.name}; e.g. blocks.0.hook_resid_post")
+    with lm.model.hooks(fwd_hooks=list(hooks), reset_hooks_end=True):
+        yield
+

@@ -1,0 +1,134 @@
+"""Tables in several formats, and the files of a run directory (each written atomically)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from debiaskit.errors import DebiasKitError
+from debiaskit.metrics import VERDICTS
+
+FORMATS = ("table", "markdown", "csv", "latex", "json")
+LEADING_COLUMNS = ("method", "status", "stereotype_gap", "gap_change_pct", "abs_bias", "bls_corr", "gender_mass",
+                   "kl", "ppl_ratio", *VERDICTS, "seconds")
+TRAILING_COLUMNS = ("protocol", "error")
+
+
+def summary_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Rows in a fixed column order: headline columns, then method-specific ones, then protocol and error."""
+    frame = pd.DataFrame(list(rows))
+    extra = [c for c in frame.columns if c not in LEADING_COLUMNS and c not in TRAILING_COLUMNS]
+    ordered = [c for c in (*LEADING_COLUMNS, *extra, *TRAILING_COLUMNS) if c in frame.columns]
+    return frame[ordered]
+
+
+def render(header: dict[str, Any], rows: Sequence[dict[str, Any]], fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise DebiasKitError(f"unknown format {fmt!r}; accepted: {', '.join(FORMATS)}")
+    if fmt == "json":
+        return json.dumps({**header, "methods": [_jsonable(row) for row in rows]}, indent=2, allow_nan=False)
+    frame = summary_frame(rows)
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    cells = [[_cell(value) for value in record] for record in frame.itertuples(index=False)]
+    if fmt == "markdown":
+        return _markdown(list(frame.columns), cells)
+    if fmt == "latex":
+        return _latex(list(frame.columns), cells)
+    title = f"model={header.get('model')}  dataset={header.get('dataset')}  templates={header.get('templates')}  seed={header.get('seed')}"
+    return title + "\n" + _plain(list(frame.columns), cells)
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.4f}" if abs(value) < 1 else f"{value:.3f}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _plain(columns: list[str], cells: list[list[str]]) -> str:
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def _markdown(columns: list[str], cells: list[list[str]]) -> str:
+    escape = lambda text: text.replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(escape(v) for v in row) + " |" for row in cells]
+    return "\n".join(lines) + "\n"
+
+
+LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIALS.get(char, char) for char in text)
+
+
+def _latex(columns: list[str], cells: list[list[str]]) -> str:
+    lines = [r"\begin{tabular}{l" + "r" * (len(columns) - 1) + "}", r"\toprule",
+             " & ".join(latex_escape(c) for c in columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(latex_escape(v) for v in row) + r" \\" for row in cells]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def check_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check.", delete=True)
+        probe.close()
+    except OSError as error:
+        raise DebiasKitError(f"cannot write to output directory {directory}: {error.strerror or error}") from None
+
+
+def write_run(directory: Path, header: dict[str, Any], rows: Sequence[dict[str, Any]], prompts: pd.DataFrame,
+              manifest: dict[str, Any]) -> list[Path]:
+    """prompts.csv (per prompt), summary.csv and summary.json (per method), manifest.json (how to rerun)."""
+    files = {
+        "prompts.csv": prompts.to_csv(index=False),
+        "summary.csv": render(header, rows, "csv"),
+        "summary.json": render(header, rows, "json") + "\n",
+        "manifest.json": json.dumps(_jsonable(manifest), indent=2) + "\n",
+    }
+    for name, text in files.items():
+        atomic_write_text(directory / name, text)
+    return [directory / name for name in files]

@@ -1,0 +1,62 @@
+"""Shared fixtures: a tiny random Llama-shaped model (fast, offline) and the embedded SmolLM2 (marker `model`)."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from debiaskit.model import LoadedModel, anchor_token_id, load_model, smollm2_gguf_location
+
+
+@functools.lru_cache(maxsize=1)
+def smollm2_tokenizer():
+    from transformers import AutoTokenizer
+
+    directory, gguf_file = smollm2_gguf_location()
+    return AutoTokenizer.from_pretrained(str(directory), gguf_file=gguf_file)
+
+
+def make_tiny_lm(seed: int = 0, n_layers: int = 2, d_model: int = 64) -> LoadedModel:
+    """A random Llama-architecture HookedSAETransformer with SmolLM2's tokenizer (so real words tokenize)."""
+    from sae_lens import HookedSAETransformer
+    from transformer_lens import HookedTransformerConfig
+
+    tokenizer = smollm2_tokenizer()
+    torch.manual_seed(seed)
+    cfg = HookedTransformerConfig(
+        d_model=d_model, d_head=16, n_heads=d_model // 16, d_mlp=4 * d_model, n_layers=n_layers, n_ctx=256,
+        d_vocab=len(tokenizer), act_fn="silu", normalization_type="RMS", positional_embedding_type="rotary",
+        rotary_dim=16, final_rms=True, gated_mlp=True, original_architecture="LlamaForCausalLM",
+        default_prepend_bos=False, device="cpu", seed=seed,
+    )
+    model = HookedSAETransformer(cfg, tokenizer=tokenizer, move_to_device=False).eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, name="tiny-llama", anchor_token_id=anchor_token_id(tokenizer))
+
+
+@pytest.fixture
+def tiny_lm() -> LoadedModel:
+    return make_tiny_lm()
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> LoadedModel:
+    """The real embedded model, loaded once per test session. Tests must leave it unhooked and unedited."""
+    return load_model("smollm2", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory):
+    """A random 2-layer Llama saved as a Hugging Face folder: the offline stand-in for a hub model."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = smollm2_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

@@ -1,0 +1,96 @@
+"""Model loading from a local folder, left-padded batching, and the evaluator honouring interventions."""
+
+import numpy as np
+import pytest
+import torch
+
+from debiaskit import DebiasKitError, hooked, load_model
+from debiaskit.evaluator import NeutralText, next_token_logits, score_prompts
+from debiaskit.plugin_host import load_plugins
+from debiaskit.targets import target_tokens
+
+
+def test_local_llama_folder_matches_hugging_face(tiny_llama_dir):
+    from transformers import AutoModelForCausalLM
+
+    lm = load_model(str(tiny_llama_dir), device="cpu")
+    hf = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+    ids = torch.tensor([lm.encode("The nurse said that")])
+    with torch.no_grad():
+        ours = lm.run(lm.make_batch(ids.tolist()))
+        theirs = hf(ids).logits
+    assert torch.allclose(ours, theirs, atol=1e-4)
+
+
+def test_batched_left_padded_equals_one_at_a_time(tiny_lm):
+    prompts = ["The nurse said that", "The crane operator went home because", "Hi"]
+    sequences = [tiny_lm.encode(p) for p in prompts]
+    batched = next_token_logits(tiny_lm, sequences, None, batch_size=8)
+    single = torch.cat([next_token_logits(tiny_lm, [s], None) for s in sequences])
+    assert torch.allclose(batched, single, atol=1e-4)
+
+
+def test_editable_marks_real_tokens_but_not_the_anchor(tiny_lm):
+    batch = tiny_lm.make_batch([[0, 5, 6, 7], [0, 9]])
+    assert batch.editable.tolist() == [[False, True, True, True], [False, False, False, True]]
+    assert batch.attention_mask.tolist() == [[1, 1, 1, 1], [0, 0, 1, 1]]
+
+
+def test_logits_transform_is_honoured(tiny_lm):
+    family = load_plugins().templates.get("template family", "pronoun")
+    targets = target_tokens(tiny_lm.tokenizer, family)
+
+    def only_female(logits, tokens):
+        masked = torch.full_like(logits, -1e9)
+        masked[..., list(targets.female_ids)] = logits[..., list(targets.female_ids)]
+        return masked
+
+    p_male, p_female = score_prompts(tiny_lm, ["The nurse said that"], targets, only_female)
+    assert p_male[0] == pytest.approx(0.0, abs=1e-12) and p_female[0] == pytest.approx(1.0)
+
+
+def test_activation_hooks_are_honoured_and_removed(tiny_lm):
+    family = load_plugins().templates.get("template family", "pronoun")
+    targets = target_tokens(tiny_lm.tokenizer, family)
+    before = score_prompts(tiny_lm, ["The nurse said that"], targets, None)
+
+    def zero_resid(activation, hook):
+        return activation * 0
+
+    with hooked(tiny_lm, [("blocks.1.hook_resid_post", zero_resid)]):
+        during = score_prompts(tiny_lm, ["The nurse said that"], targets, None)
+    after = score_prompts(tiny_lm, ["The nurse said that"], targets, None)
+    assert not np.allclose(before, during)
+    assert np.array_equal(before, after)
+    with pytest.raises(RuntimeError), hooked(tiny_lm, [("blocks.1.hook_resid_post", zero_resid)]):
+        raise RuntimeError("body failed")
+    assert all(not hook.fwd_hooks for hook in tiny_lm.model.hook_dict.values())
+    with pytest.raises(DebiasKitError, match="hook point 'blocks.9.nope'"):
+        with hooked(tiny_lm, [("blocks.9.nope", zero_resid)]):
+            pass
+
+
+def test_neutral_text_cost_is_zero_for_the_baseline_and_positive_otherwise(tiny_lm):
+    neutral = NeutralText(tiny_lm, text="The river runs past the old mill and the bridge. " * 20, chunk_tokens=32)
+    baseline = neutral.record_baseline()
+    assert baseline.kl == pytest.approx(0.0, abs=1e-9)
+    shifted = neutral.cost(lambda logits, tokens: logits * 0.5)
+    assert shifted.kl > 0 and shifted.nll != baseline.nll
+
+
+def test_multi_token_target_variants_are_reported_and_unknown_words_rejected(tiny_lm):
+    from debiaskit.data import TemplateFamily
+
+    family = TemplateFamily("t", "t", ("The {job} said that",), ("he", "xqzv"), ("she",))
+    with pytest.raises(DebiasKitError, match="'xqzv'.*not a single token"):
+        target_tokens(tiny_lm.tokenizer, family)
+    family = TemplateFamily("t", "t", ("The {job} said that",), ("he", "himself"), ("she", "herself"))
+    targets = target_tokens(tiny_lm.tokenizer, family)
+    assert targets.skipped_variants  # ' Himself' / ' Herself' are several tokens in SmolLM2's vocabulary
+
+
+def test_unknown_model_and_device_errors():
+    with pytest.raises(DebiasKitError, match="unknown model 'no-such-model'.*smollm2"):
+        load_model("no-such-model", device="cpu")
+    with pytest.raises(DebiasKitError, match="accepted: auto, cpu, cuda, mps"):
+        load_model("smollm2", device="tpu")
