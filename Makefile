@@ -5,9 +5,19 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 BIN = $(VENV)/bin
 
-.PHONY: setup demo test
+.PHONY: setup demo test chromium
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed chromium
+
+# The report test renders the HTML report in headless Chromium (Debian package `chromium`). Installed when missing
+# and apt-get is there (as root, or through passwordless sudo); otherwise that one test is skipped and says why.
+SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { command -v apt-get >/dev/null 2>&1 && \
+	    { $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 || \
+	      { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; }; }; } || \
+	  echo "chromium could not be installed; the HTML report test will be skipped" >&2
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)

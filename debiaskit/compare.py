@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from debiaskit.bootstrap import paired_intervals
+from debiaskit.controls import build_control_prompts, definitional_acc, definitional_nouns
 from debiaskit.errors import DebiasKitError
-from debiaskit.data import OccupationSet, TemplateFamily, job_folds
+from debiaskit.data import OccupationSet, TemplateFamily, job_folds, template_split
 from debiaskit.evaluator import DEFAULT_BATCH_SIZE, NeutralCost, NeutralText, build_prompts, score_prompts
 from debiaskit.method import FitContext, Method
 from debiaskit.metrics import bias_summary, gap_change_pct, per_job, ppl_ratio, verdict_counts
@@ -34,6 +36,7 @@ class MethodRun:
 
     row: dict[str, Any]
     frame: pd.DataFrame | None = None
+    control: pd.DataFrame | None = None  # the definitional control prompts, scored with the method applied
 
     @property
     def ok(self) -> bool:
@@ -51,6 +54,9 @@ class Comparison:
     in_sample: bool
     targets: TargetTokens
     runs: list[MethodRun] = field(default_factory=list)
+    heldout_templates: tuple[int, ...] = ()  # template indices scored (and not fitted on) when templates are held out
+    bootstrap: int = 0
+    seeds: tuple[int, ...] = ()
 
     def rows(self) -> list[dict[str, Any]]:
         return [run.row for run in self.runs]
@@ -62,21 +68,35 @@ class Comparison:
     def header(self) -> dict[str, Any]:
         return {"model": self.model, "dataset": self.dataset, "templates": self.templates, "device": self.device,
                 "seed": self.seed, "folds": self.n_folds, "protocol": "in-sample" if self.in_sample else "held-out jobs",
+                "heldout_templates": list(self.heldout_templates), "bootstrap": self.bootstrap, "seeds": list(self.seeds),
                 "skipped_target_variants": list(self.targets.skipped_variants)}
+
+    def control_frame(self) -> pd.DataFrame:
+        frames = [run.control for run in self.runs if run.control is not None]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 class Comparer:
     """Holds what every method's scoring shares: prompts, targets, the neutral text and the baseline."""
 
     def __init__(self, lm: LoadedModel, occupations: OccupationSet, family: TemplateFamily, seed: int = 0,
-                 n_folds: int = DEFAULT_FOLDS, in_sample: bool = False, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+                 n_folds: int = DEFAULT_FOLDS, in_sample: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
+                 bootstrap: int = 0, seeds: Sequence[int] = (), heldout_templates: int = 0) -> None:
+        """`bootstrap`: resamples for the intervals (0 = none); `seeds`: further seeds a method with a random step
+        is rerun with (its spread is reported); `heldout_templates`: fit on the other templates, score on these many."""
         self.lm, self.occupations, self.family = lm, occupations, family
         self.seed, self.in_sample, self.batch_size = seed, in_sample, batch_size
+        self.n_folds, self.bootstrap = n_folds, bootstrap
+        self.extra_seeds = tuple(s for s in dict.fromkeys(seeds) if s != seed)
         self.folds = job_folds(occupations.occupations, n_folds, seed)
+        self.fit_family, scored_templates = template_split(family, heldout_templates, seed)
         self.targets = target_tokens(lm.tokenizer, family)
-        self.prompts = build_prompts(occupations.occupations, family)
+        self.prompts = build_prompts(occupations.occupations, family, scored_templates)
+        self.control_prompts = build_control_prompts(definitional_nouns(), family, scored_templates)
         self.neutral = NeutralText(lm)
-        self.comparison = Comparison(lm.name, occupations.name, family.name, str(lm.device), seed, n_folds, in_sample, self.targets)
+        self.comparison = Comparison(lm.name, occupations.name, family.name, str(lm.device), seed, n_folds, in_sample, self.targets,
+                                     heldout_templates=tuple(scored_templates) if heldout_templates else (),
+                                     bootstrap=bootstrap, seeds=(seed, *self.extra_seeds) if self.extra_seeds else ())
         self._baseline_cost: NeutralCost | None = None
         self._baseline_frame: pd.DataFrame | None = None
 
@@ -87,9 +107,11 @@ class Comparer:
             if self._baseline_frame is None and name != BASELINE:
                 raise RuntimeError(f"the baseline {BASELINE!r} must be scored before {name!r}")
             method = method_class(**dict(given))
-            frame, cost, details, protocol = self._score(name, method)
-            row = self._row(name, frame, cost, details, protocol)
-            result = MethodRun(row, frame)
+            frame, control, cost, details, protocol = self._score(name, method, self.seed)
+            row = self._row(name, frame, control, cost, details, protocol)
+            if self.extra_seeds and (method.random_fit or method.uses_jobs()):
+                row.update(self._seed_spread(name, method_class, given, row))
+            result = MethodRun(row, frame, control)
         except Exception as error:  # contained: the other methods still run
             self.lm.model.reset_hooks(including_permanent=True)
             print(f"debiaskit: method {name} failed: {type(error).__name__}: {error}", file=sys.stderr)
@@ -102,32 +124,60 @@ class Comparer:
         self.comparison.runs.append(result)
         return result
 
-    def _score(self, name: str, method: Method) -> tuple[pd.DataFrame, NeutralCost, dict[str, Any], str]:
+    def restore(self, run: MethodRun) -> None:
+        """Take a finished method's results as they were computed (the baseline's become the reference again)."""
+        if run.row["method"] == BASELINE:
+            self._baseline_frame = run.frame
+        self.comparison.runs.append(run)
+
+    def _score(self, name: str, method: Method, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, NeutralCost, dict[str, Any], str]:
         if self._baseline_cost is None:
             self._baseline_cost = self.neutral.record_baseline()
         if method.uses_jobs() and not self.in_sample:
-            splits = [(fold, train, {job.name for job in held}) for fold, (train, held) in enumerate(self.folds)]
-            protocol = f"held-out ({len(self.folds)}-fold over jobs)"
+            folds = self.folds if seed == self.seed else job_folds(self.occupations.occupations, self.n_folds, seed)
+            splits = [(fold, train, {job.name for job in held}) for fold, (train, held) in enumerate(folds)]
+            protocol = f"held-out ({len(folds)}-fold over jobs)"
         else:
             all_jobs = self.occupations.occupations
             splits = [(-1, all_jobs, {job.name for job in all_jobs})]
             protocol = "in-sample" if method.uses_jobs() else "not fitted on jobs"
-        frames, costs, details = [], [], []
+        if self.comparison.heldout_templates:
+            protocol += f", held-out templates ({len(self.comparison.heldout_templates)} of {len(self.family.templates)})"
+        frames, controls, costs, details = [], [], [], []
         for fold, train_jobs, scored_jobs in splits:
-            method.fit(FitContext(self.lm, tuple(train_jobs), self.family, self.seed))
+            method.fit(FitContext(self.lm, tuple(train_jobs), self.fit_family, seed))
             prompts = self.prompts[self.prompts["job"].isin(scored_jobs)]
             with method.apply(self.lm) as intervention:
                 transform = intervention.logits_transform
                 label = f"{name}" + (f" fold {fold + 1}/{len(splits)}" if fold >= 0 else "")
                 p_male, p_female = score_prompts(self.lm, list(prompts["prompt"]), self.targets, transform, self.batch_size, label)
+                # the control nouns are never among the jobs, so every fold's fit is scored on all of them
+                c_male, c_female = score_prompts(self.lm, list(self.control_prompts["prompt"]), self.targets, transform,
+                                                 self.batch_size, f"{label} control")
                 costs.append(self.neutral.cost(transform))
             frames.append(prompts.assign(method=name, fold=fold, p_male=p_male, p_female=p_female))
+            controls.append(self.control_prompts.assign(method=name, fold=fold, seed=seed, p_male=c_male, p_female=c_female))
             details.append(method.details())
         frame = pd.concat(frames).sort_index()
         cost = NeutralCost(kl=float(np.mean([c.kl for c in costs])), nll=float(np.mean([c.nll for c in costs])))
-        return frame, cost, _merge_details(details), protocol
+        return frame, pd.concat(controls, ignore_index=True), cost, _merge_details(details), protocol
 
-    def _row(self, name: str, frame: pd.DataFrame, cost: NeutralCost, details: dict[str, Any], protocol: str) -> dict[str, Any]:
+    def _seed_spread(self, name: str, method_class: type[Method], given: Mapping[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+        """Rerun a method with a random step under each further seed; the row keeps the first seed's numbers and
+        gains the standard deviation (ddof 1) of the headline numbers over all seeds."""
+        columns = ("stereotype_gap", "gap_change_pct", "definitional_acc", "kl")
+        values = {column: [row[column]] for column in columns}
+        for seed in self.extra_seeds:
+            frame, control, cost, _, _ = self._score(f"{name} seed {seed}", method_class(**dict(given)), seed)
+            self.lm.model.reset_hooks(including_permanent=True)
+            again = self._row(name, frame, control, cost, {}, "", with_intervals=False)
+            for column in columns:
+                values[column].append(again[column])
+        spread = {f"{column}_sd": float(np.std(found, ddof=1)) for column, found in values.items()}
+        return {"seeds": ",".join(str(s) for s in (self.seed, *self.extra_seeds)), **spread}
+
+    def _row(self, name: str, frame: pd.DataFrame, control: pd.DataFrame, cost: NeutralCost, details: dict[str, Any],
+             protocol: str, with_intervals: bool = True) -> dict[str, Any]:
         if name == BASELINE:
             self._baseline_frame = frame
         assert self._baseline_frame is not None and self._baseline_cost is not None
@@ -135,7 +185,12 @@ class Comparer:
         baseline_gap = bias_summary(self._baseline_frame)["stereotype_gap"]
         row: dict[str, Any] = {"method": name, "status": "ok", "error": None, "protocol": protocol, **summary,
                                "gap_change_pct": gap_change_pct(summary["stereotype_gap"], baseline_gap),
+                               "definitional_acc": definitional_acc(control["p_male"], control["p_female"], control["gender"]),
                                "kl": cost.kl, "ppl_ratio": ppl_ratio(cost.nll, self._baseline_cost.nll)}
+        if self.bootstrap and with_intervals:
+            row.update(paired_intervals(self._baseline_frame, frame, self.bootstrap, self.seed))
+            if name == BASELINE:
+                row["within_noise"] = None  # the baseline against itself: no change to judge
         row.update(verdict_counts(per_job(self._baseline_frame), per_job(frame)))
         row.update(details)
         return row
@@ -144,18 +199,37 @@ class Comparer:
 def run_comparison(lm: LoadedModel, occupations: OccupationSet, family: TemplateFamily,
                    methods: Sequence[tuple[str, type[Method], Mapping[str, Any]]], seed: int = 0,
                    n_folds: int = DEFAULT_FOLDS, in_sample: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
-                   on_result: Callable[[Comparison, MethodRun], None] | None = None) -> Comparison:
-    """Score `methods` (name, class, options); the baseline runs first whether or not it is listed."""
-    comparer = Comparer(lm, occupations, family, seed, n_folds, in_sample, batch_size)
+                   on_result: Callable[[Comparison, MethodRun], None] | None = None, bootstrap: int = 0,
+                   seeds: Sequence[int] = (), heldout_templates: int = 0, finished: Sequence[MethodRun] = ()) -> Comparison:
+    """Score `methods` (name, class, options); the baseline runs first whether or not it is listed. A method among
+    `finished` (read back by `compare --resume`) keeps its results and is not run again."""
+    comparer = Comparer(lm, occupations, family, seed, n_folds, in_sample, batch_size, bootstrap, seeds, heldout_templates)
     names = [name for name, _, _ in methods]
     if BASELINE not in names:
         raise ValueError(f"run_comparison needs the {BASELINE!r} method among `methods`")
     ordered = sorted(methods, key=lambda m: m[0] != BASELINE)
+    done = {run.row["method"]: run for run in finished}
     for name, method_class, given in ordered:
+        if name in done:
+            comparer.restore(done[name])
+            continue
         result = comparer.run(name, method_class, given)
         if on_result is not None:
             on_result(comparer.comparison, result)
     return comparer.comparison
+
+
+def check_methods(lm: LoadedModel, methods: Sequence[tuple[str, type[Method], Mapping[str, Any]]]) -> None:
+    """Build every method and let it check `lm` before anything is scored: bad input (an SAE made for another model,
+    a layer the model lacks, an option out of range) is a DebiasKitError now, not a failed row after hours of work.
+    Any other exception is a plugin bug, left for that method's own row to report."""
+    for name, method_class, given in methods:
+        try:
+            method_class(**dict(given)).check(lm)
+        except DebiasKitError as error:
+            raise DebiasKitError(f"method {name} cannot run on {lm.name}: {error}") from None
+        except Exception:  # noqa: BLE001 - contained when the method runs
+            continue
 
 
 def _merge_details(details: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import csv
 import json
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from debiaskit.errors import DebiasKitError
@@ -142,6 +142,20 @@ def job_folds(occupations: Sequence[Occupation], n_folds: int, seed: int) -> lis
         (tuple(j for j in occupations if fold_of[j.name] != fold), tuple(j for j in occupations if fold_of[j.name] == fold))
         for fold in range(n_folds)
     ]
+
+
+def template_split(family: TemplateFamily, n_heldout: int, seed: int) -> tuple[TemplateFamily, list[int]]:
+    """(the family a method is fitted on, the template indices scored). With `n_heldout` = 0 both are every template;
+    otherwise `n_heldout` templates drawn with `seed` are scored and the family keeps only the others."""
+    indices = list(range(len(family.templates)))
+    if n_heldout == 0:
+        return family, indices
+    if not 1 <= n_heldout < len(indices):
+        raise DebiasKitError(f"--heldout-templates {n_heldout}: accepted 0 (off) or 1 to {len(indices) - 1} "
+                             f"(the {family.name!r} family has {len(indices)} templates; at least one must stay for fitting)")
+    heldout = sorted(random.Random(seed).sample(indices, n_heldout))
+    kept = tuple(family.templates[i] for i in indices if i not in heldout)
+    return replace(family, templates=kept), heldout
 
 
 @dataclass(frozen=True)

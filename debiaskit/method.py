@@ -52,6 +52,7 @@ class Method:
     description: ClassVar[str]
     options: ClassVar[tuple[Option, ...]] = ()
     strength_knob: ClassVar[str | None] = None  # the option that sets how hard the method pushes
+    random_fit: ClassVar[bool] = False  # fit draws on FitContext.seed (a seeded split, an initialisation): rerun over --seeds
 
     def __init__(self, **given: Any) -> None:
         self.settings: dict[str, Any] = resolve_settings(self.name, self.options, given)
@@ -59,6 +60,11 @@ class Method:
     def uses_jobs(self) -> bool:
         """True when `fit` learns from occupation prompts: the host then fits per fold and scores held-out jobs."""
         return False
+
+    def check(self, lm: LoadedModel) -> None:
+        """Raise DebiasKitError when these settings cannot work on `lm` (a layer or hook point it lacks, an SAE of
+        another width). The host calls it for every method before scoring any, so bad input stops the run at once.
+        The default checks nothing."""
 
     def fit(self, context: FitContext) -> None:
         """Learn whatever the method needs. The default learns nothing."""

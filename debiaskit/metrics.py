@@ -12,7 +12,7 @@ Definitions (per prompt, P_male and P_female are next-token probabilities summed
 
 from __future__ import annotations
 
-
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -121,4 +121,45 @@ def bias_summary(frame: pd.DataFrame) -> dict[str, float]:
         "abs_bias": abs_bias(jobs["female_share"]),
         "bls_corr": bls_corr(jobs["female_share"], jobs["pct_women"]),
         "gender_mass": gender_mass(frame["p_male"], frame["p_female"]),
+    }
+
+
+# Generated text (`debiaskit generation-eval`): per sampled continuation, the counts of female and male words;
+#   female_word_share = female words / (female + male words), pooled over a job group's continuations
+#   disparity         = sum over groups of |group value - mean of the group values| (seed 003's group formula)
+#   gendered_words_per_sample = mean female + male words per continuation (a method that just deletes them must
+#                               not look fair)
+
+WORD_PATTERN = re.compile(r"[A-Za-z]+")
+
+
+def count_gendered_words(text: str, female_words: Sequence[str], male_words: Sequence[str]) -> tuple[int, int]:
+    """(female, male) word counts in `text`. A lower-case list word also matches capitalised (she, She); a
+    capitalised one only as written (Ms, not ms)."""
+    female_forms = {variant.strip() for word in female_words for variant in word_variants(word)}
+    male_forms = {variant.strip() for word in male_words for variant in word_variants(word)}
+    words = WORD_PATTERN.findall(text)
+    return sum(word in female_forms for word in words), sum(word in male_forms for word in words)
+
+
+def female_word_share(female_counts: np.ndarray, male_counts: np.ndarray) -> float:
+    """Pooled share of female words among the gendered words of some continuations; nan when there are none."""
+    female, total = float(np.sum(female_counts)), float(np.sum(female_counts) + np.sum(male_counts))
+    return female / total if total > 0 else float("nan")
+
+
+def group_disparity(group_values: Mapping[str, float]) -> float:
+    """Sum over groups of |value - the mean of the group values|."""
+    values = np.asarray(list(group_values.values()), dtype=float)
+    return float(np.abs(values - values.mean()).sum())
+
+
+def generation_summary(frame: pd.DataFrame) -> dict[str, float]:
+    """The columns of a generation-eval row from a per-continuation frame (group, female_words, male_words)."""
+    shares = {group: female_word_share(rows["female_words"], rows["male_words"]) for group, rows in frame.groupby("group")}
+    return {
+        "female_word_share_female_jobs": shares.get("female", float("nan")),
+        "female_word_share_male_jobs": shares.get("male", float("nan")),
+        "disparity": group_disparity(shares),
+        "gendered_words_per_sample": float((frame["female_words"] + frame["male_words"]).mean()),
     }

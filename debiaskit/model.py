@@ -186,15 +186,31 @@ def llama_config_kwargs(hf_config: Any) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=2)
 def _converted_llama(directory: str, gguf_file: str | None) -> tuple[dict[str, Any], dict[str, torch.Tensor], Any]:
-    """De-quantise / load once per process; later loads reuse the converted float32 weights."""
+    """Converted weights, once per process and, through the disk cache, once per machine (see weight_cache)."""
+    from debiaskit.weight_cache import cached_conversion
+
+    if gguf_file:
+        sources = [Path(directory) / gguf_file]
+    else:
+        sources = [path for path in Path(directory).iterdir() if path.is_file()]
+    name = Path(gguf_file).stem if gguf_file else Path(directory).name
+    converted = cached_conversion(name, sources, lambda: _convert_llama(directory, gguf_file))
+    return converted.cfg_kwargs, converted.state_dict, converted.tokenizer
+
+
+def _convert_llama(directory: str, gguf_file: str | None):
+    """De-quantise (GGUF) or read a Hugging Face Llama, and convert its weights to TransformerLens's layout."""
     from transformer_lens import HookedTransformerConfig
     from transformer_lens.pretrained.weight_conversions import convert_llama_weights
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from debiaskit.weight_cache import ConvertedWeights
+
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
-        hf_model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kwargs)
+        # a local folder's weights are read from safetensors only: a pickled checkpoint there is refused, never run
+        hf_model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **(kwargs or {"use_safetensors": True}))
     except (OSError, ValueError) as error:
         raise DebiasKitError(f"cannot load a Hugging Face model from {directory}: {error}") from error
     if hf_model.config.model_type != "llama":
@@ -204,7 +220,7 @@ def _converted_llama(directory: str, gguf_file: str | None) -> tuple[dict[str, A
         )
     cfg_kwargs = llama_config_kwargs(hf_model.config)
     state_dict = convert_llama_weights(hf_model, HookedTransformerConfig(**cfg_kwargs, device="cpu"))
-    return cfg_kwargs, {k: v.detach().clone() for k, v in state_dict.items()}, tokenizer
+    return ConvertedWeights(cfg_kwargs, {k: v.detach().clone() for k, v in state_dict.items()}, tokenizer)
 
 
 def _build_llama(name: str, cfg_kwargs: dict[str, Any], state_dict: dict[str, torch.Tensor], tokenizer: Any,

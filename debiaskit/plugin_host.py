@@ -24,6 +24,12 @@ from debiaskit.errors import DebiasKitError
 DEFAULT_PLUGINS = (
     "debiaskit.plugins.none",
     "debiaskit.plugins.occupation_datasets",
+    "debiaskit.plugins.leace",
+    "debiaskit.plugins.logit_rebalance",
+    "debiaskit.plugins.sae_ablation",
+    "debiaskit.plugins.locate",
+    "debiaskit.plugins.lsdm",
+    "debiaskit.plugins.sae_steer",
 )
 ENTRY_POINT_GROUP = "debiaskit"
 ONLY_PLUGINS_ENV = "DEBIASKIT_LOAD_PLUGINS"  # comma-separated module or entry-point names: load only these

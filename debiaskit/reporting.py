@@ -16,7 +16,8 @@ from debiaskit.errors import DebiasKitError
 from debiaskit.metrics import VERDICTS
 
 FORMATS = ("table", "markdown", "csv", "latex", "json")
-LEADING_COLUMNS = ("method", "status", "stereotype_gap", "gap_change_pct", "abs_bias", "bls_corr", "gender_mass",
+LEADING_COLUMNS = ("method", "status", "stereotype_gap", "gap_ci_low", "gap_ci_high", "gap_change_pct", "change_ci_low",
+                   "change_ci_high", "within_noise", "definitional_acc", "abs_bias", "bls_corr", "gender_mass",
                    "kl", "ppl_ratio", *VERDICTS, "seconds")
 TRAILING_COLUMNS = ("protocol", "error")
 

@@ -1,0 +1,180 @@
+"""`compare --resume DIR`: finish an interrupted run without recomputing the methods it already scored.
+
+`compare --out DIR` rewrites its files atomically after every method (manifest.json, summary.json, prompts.csv,
+controls.csv), so a stopped run leaves them consistent up to its last finished method. Resuming reads the settings
+back from the manifest's command (a setting given again must equal the recorded one), keeps every method whose row
+is `ok` and whose per-prompt results are on disk, and runs the rest (failed methods run again). It refuses to mix
+results when anything that changes numbers differs: a setting, the plugins folder, the device, or the content of the
+data set and templates (hashed into the manifest as `data_sha256`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import pandas as pd
+
+from debiaskit.compare import MethodRun
+from debiaskit.data import OccupationSet, TemplateFamily
+from debiaskit.errors import DebiasKitError
+from debiaskit.report import CONTROLS_FILE
+
+MANIFEST_FILE, SUMMARY_FILE, PROMPTS_FILE = "manifest.json", "summary.json", "prompts.csv"  # as write_run names them
+PRESENTATION = ("fmt", "out", "resume")  # how results are shown or where they go: free to change on resume
+CHECKED_MANIFEST_KEYS = ("device", "data_sha256")  # known only once the model and data are loaded
+
+
+@dataclass(frozen=True)
+class PreviousRun:
+    """A run directory read back: its manifest, the parameters of its command, and its finished methods."""
+
+    directory: Path
+    manifest: dict[str, Any]
+    parameters: dict[str, Any]  # the compare command's parameters as that run parsed them
+    plugins_dir: str | None
+    finished: tuple[MethodRun, ...]
+
+
+def data_fingerprint(occupations: OccupationSet, family: TemplateFamily) -> str:
+    """sha256 of the jobs and the templates as scored: a user's CSV edited between runs changes it."""
+    content = {"jobs": [[job.name, job.group, job.pct_women] for job in occupations.occupations],
+               "templates": list(family.templates), "male_words": list(family.male_words),
+               "female_words": list(family.female_words)}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def resume_command(directory: Path, plugins_dir: Path | str | None) -> str:
+    words = ["debiaskit", *(["--plugins-dir", str(plugins_dir)] if plugins_dir is not None else []),
+             "compare", "--resume", str(directory)]
+    return shlex.join(words)
+
+
+def read_previous_run(directory: Path, command: click.Command) -> PreviousRun:
+    """The run in `directory`, or a DebiasKitError saying why it cannot be resumed."""
+    manifest = _read_json(directory / MANIFEST_FILE, directory)
+    summary = _read_json(directory / SUMMARY_FILE, directory)
+    plugins_dir, parameters = _parse_command(manifest, command, directory)
+    prompts, controls = _read_frame(directory / PROMPTS_FILE), _read_frame(directory / CONTROLS_FILE)
+    finished = []
+    for row in summary.get("methods", []):
+        name = row.get("method")
+        if row.get("status") != "ok" or not _has(prompts, name) or not _has(controls, name):
+            continue  # failed, or its per-prompt results were not all written when the run stopped: it runs again
+        finished.append(MethodRun(dict(row), _rows_of(prompts, name), _rows_of(controls, name)))
+    if finished and finished[0].row["method"] != "none":
+        finished = []  # every other row is measured against the baseline: without it nothing can be kept
+    return PreviousRun(directory, manifest, parameters, plugins_dir, tuple(finished))
+
+
+def resume_option_callback(context: click.Context, parameter: click.Parameter, directory: Path | None) -> Path | None:
+    """`--resume DIR` (an eager option): the recorded settings become this invocation's defaults."""
+    if directory is None or context.resilient_parsing:
+        return directory
+    try:
+        previous = read_previous_run(directory, context.command)
+    except DebiasKitError as error:
+        raise click.BadParameter(str(error), context, parameter) from None
+    context.meta["previous_run"] = previous
+    context.default_map = {**(context.default_map or {}), **recorded_defaults(previous)}
+    return directory
+
+
+def recorded_defaults(previous: PreviousRun) -> dict[str, Any]:
+    """click `default_map` entries: every parameter the previous run recorded, and `--out` its own directory."""
+    defaults = {name: value for name, value in previous.parameters.items() if name not in PRESENTATION and value is not None}
+    return {**defaults, "out": str(previous.directory)}
+
+
+def check_resumable(previous: PreviousRun, parameters: dict[str, Any], plugins_dir: Path | str | None,
+                    command: click.Command, manifest: dict[str, Any] | None = None) -> None:
+    """Refuse, listing every difference, when this run would not compute what the previous one did. Called with the
+    parameters before the model loads, and again with this run's `manifest` (device, data hash) once it has."""
+    flags = {p.name: max(p.opts, key=len) for p in command.params if isinstance(p, click.Option)}
+    differences = []
+    if parameters.get("out") is not None and Path(parameters["out"]).resolve() != previous.directory.resolve():
+        differences.append(f"--out {parameters['out']}: a resumed run writes into {previous.directory} itself")
+    for name, recorded in previous.parameters.items():
+        if name not in PRESENTATION and parameters.get(name) != recorded:
+            differences.append(f"{flags.get(name, name)}: the run in {previous.directory} used {_show(recorded)}, "
+                               f"this one asks for {_show(parameters.get(name))}")
+    if _same_path(plugins_dir) != _same_path(previous.plugins_dir):
+        differences.append(f"--plugins-dir: the run used {previous.plugins_dir or '(none)'}, this one {plugins_dir or '(none)'}")
+    for key in CHECKED_MANIFEST_KEYS if manifest is not None else ():
+        if key in previous.manifest and previous.manifest[key] != manifest.get(key):
+            what = "the data set or templates changed on disk" if key == "data_sha256" else key
+            differences.append(f"{what}: the run had {previous.manifest[key]}, this one has {manifest.get(key)}")
+    if differences:
+        raise DebiasKitError(f"cannot resume {previous.directory}; results would mix different settings:\n  "
+                             + "\n  ".join(differences)
+                             + f"\nresume with the recorded settings ({resume_command(previous.directory, previous.plugins_dir)})"
+                             " or start a new run with another --out")
+    if manifest is None:
+        return
+    old, new = previous.manifest.get("versions", {}), manifest.get("versions", {})
+    changed = sorted(name for name in old if name in new and old[name] != new[name])
+    if changed:
+        print(f"debiaskit: warning: resuming with other package versions ({', '.join(f'{n} {old[n]} -> {new[n]}' for n in changed)})",
+              file=sys.stderr)
+
+
+def _parse_command(manifest: dict[str, Any], command: click.Command, directory: Path) -> tuple[str | None, dict[str, Any]]:
+    """The recorded command's compare parameters, parsed by the compare command itself."""
+    try:
+        words = shlex.split(manifest["command"])[1:]
+        plugins_dir = None
+        if words[:1] == ["--plugins-dir"]:
+            plugins_dir, words = words[1], words[2:]
+        info_name, arguments = words[0], words[1:]
+        with command.make_context(info_name, arguments, resilient_parsing=True) as context:
+            return plugins_dir, dict(context.params)
+    except (KeyError, IndexError, TypeError, ValueError, click.ClickException) as error:
+        raise DebiasKitError(f"{directory / MANIFEST_FILE} has no usable command ({error}); it was not written by "
+                             "`debiaskit compare --out`") from None
+
+
+def _read_json(path: Path, directory: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise DebiasKitError(f"nothing to resume in {directory}: {path.name} is missing (no method had finished, or it is "
+                             "not a directory written by `debiaskit compare --out`); start the run again")
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DebiasKitError(f"cannot read {path}: {error}") from None
+    if not isinstance(loaded, dict):
+        raise DebiasKitError(f"{path} is not a JSON object; it was not written by `debiaskit compare --out`")
+    return loaded
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
+    """A per-prompt CSV exactly as written: floats round-trip bit for bit, and a job called 'NA' stays text."""
+    try:
+        return pd.read_csv(path, float_precision="round_trip", keep_default_na=False, na_values=[""])
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return pd.DataFrame()
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        raise DebiasKitError(f"cannot read {path}: {error}") from None
+
+
+def _has(frame: pd.DataFrame, method: str) -> bool:
+    return "method" in frame and bool((frame["method"] == method).any())
+
+
+def _rows_of(frame: pd.DataFrame, method: str) -> pd.DataFrame:
+    return frame[frame["method"] == method].reset_index(drop=True)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return " ".join(map(str, value)) or "(none)"
+    return str(value)
+
+
+def _same_path(value: Path | str | None) -> str | None:
+    return None if value is None else str(Path(value).resolve())

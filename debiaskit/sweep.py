@@ -1,0 +1,118 @@
+"""Matched-cost comparison: sweep a method's strength knob, and compare methods at equal cost on their frontiers.
+
+Each setting is scored like a `compare` row. On the plane (kl, |stereotype_gap|), with the baseline at (0, |gap_none|)
+(no intervention costs nothing), a method's frontier is its Pareto set: the settings no other setting beats on both
+(lower or equal kl and strictly lower |gap|), joined by straight lines and flat after its costliest point (a larger
+budget can always buy that setting). From the frontier f(kl):
+
+  gap_reduction_pct at budget b = 100 * (|gap_none| - f(b)) / |gap_none|
+  frontier_area                 = (1 / K) * integral_0^K f(kl) dkl, K the largest budget: the mean |gap| left over
+                                  budgets 0..K (lower is better; a method that removes the gap for free scores 0)
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from debiaskit.compare import BASELINE, Comparer
+from debiaskit.errors import DebiasKitError
+from debiaskit.method import Method
+from debiaskit.options import resolve_settings
+
+DEFAULT_BUDGETS = (0.02, 0.05)
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """"1,2" -> (1, 2); "" -> ()."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise DebiasKitError(f"--seeds {text!r}: expected comma-separated integers, e.g. 1,2") from None
+
+
+def parse_budgets(text: str) -> tuple[float, ...]:
+    try:
+        budgets = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        budgets = ()
+    if not budgets or any(not np.isfinite(b) or b <= 0 for b in budgets):
+        raise DebiasKitError(f"--budget {text!r}: expected comma-separated kl values above 0 (nats), e.g. 0.02,0.05")
+    return budgets
+
+
+def parse_knob(text: str, methods: Sequence[str]) -> tuple[str, str, list[str]]:
+    """`key=v1,v2` (one method swept) or `method.key=v1,v2` -> (method, key, raw values). Values of a list-valued
+    option (e.g. LEACE layers) are separated by ';' instead: `leace.layers=4;8;4,8`."""
+    target, equals, values = text.partition("=")
+    method, dot, key = target.strip().rpartition(".")
+    if not dot:
+        if len(methods) != 1:
+            raise DebiasKitError(f"--knob {text!r}: with several methods name the method, e.g. --knob leace.blend=0.5,1")
+        method, key = methods[0], target.strip()
+    raw = [v.strip() for v in values.split(";" if ";" in values else ",") if v.strip()]
+    if not equals or not key or not raw:
+        raise DebiasKitError(f"--knob {text!r}: expected key=v1,v2,... (or method.key=v1,v2,...), e.g. factor=0,0.3,0.6")
+    if method not in methods:
+        raise DebiasKitError(f"--knob {text!r}: {method!r} is not among the methods swept ({', '.join(methods)})")
+    return method, key, raw
+
+
+def pareto_frontier(kl: Sequence[float], gap: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(kl, |gap|) of the points no other point beats, by increasing kl."""
+    points = sorted(zip(np.asarray(kl, dtype=float), np.abs(np.asarray(gap, dtype=float))), key=lambda p: (p[0], p[1]))
+    kept: list[tuple[float, float]] = []
+    for cost, remaining in points:
+        if np.isfinite(cost) and np.isfinite(remaining) and (not kept or remaining < kept[-1][1]):
+            kept.append((cost, remaining))
+    return np.array([p[0] for p in kept]), np.array([p[1] for p in kept])
+
+
+def gap_at_budget(frontier_kl: np.ndarray, frontier_gap: np.ndarray, budget: float) -> float:
+    """|gap| on the frontier at `budget`: linear between frontier points, flat after the last one."""
+    return float(np.interp(budget, frontier_kl, frontier_gap))
+
+
+def frontier_area(frontier_kl: np.ndarray, frontier_gap: np.ndarray, kl_max: float) -> float:
+    """Mean of the frontier's |gap| over kl in [0, kl_max] (the area under it divided by kl_max)."""
+    knots = np.unique(np.concatenate([[0.0, kl_max], frontier_kl[frontier_kl < kl_max]]))
+    values = np.interp(knots, frontier_kl, frontier_gap)
+    return float(np.sum((values[1:] + values[:-1]) / 2 * np.diff(knots)) / kl_max)
+
+
+def matched_cost_rows(points: Sequence[Mapping[str, Any]], baseline_gap: float, budgets: Sequence[float]) -> tuple[list[dict[str, Any]], dict[str, list[list[float]]]]:
+    """One row per swept method (gap reduction at each budget, frontier area) and each method's frontier points."""
+    rows, frontiers = [], {}
+    for method in dict.fromkeys(p["method"] for p in points):
+        mine = [p for p in points if p["method"] == method and p.get("status") == "ok"]
+        kl, gap = pareto_frontier([0.0, *(p["kl"] for p in mine)], [baseline_gap, *(p["stereotype_gap"] for p in mine)])
+        frontiers[method] = [[float(a), float(b)] for a, b in zip(kl, gap)]
+        row: dict[str, Any] = {"method": method, "settings": len(mine), "frontier_points": len(kl) - 1}
+        for budget in budgets:
+            left = gap_at_budget(kl, gap, budget)
+            row[f"gap_at_kl_{budget:g}"] = left
+            row[f"gap_reduction_pct_at_kl_{budget:g}"] = 100.0 * (abs(baseline_gap) - left) / abs(baseline_gap) if baseline_gap else float("nan")
+        row["frontier_area"] = frontier_area(kl, gap, max(budgets))
+        rows.append(row)
+    return rows, frontiers
+
+
+def run_sweep(comparer: Comparer, plan: Sequence[tuple[str, type[Method], Mapping[str, Any], str, Sequence[str]]],
+              baseline_class: type[Method]) -> list[dict[str, Any]]:
+    """Score the baseline, then each (method, class, options, knob, raw values) setting; one row per setting."""
+    for name, method_class, given, knob, raw_values in plan:
+        for raw in raw_values:  # every value is checked before anything is scored
+            resolve_settings(name, method_class.options, {**given, knob: raw})
+    comparer.run(BASELINE, baseline_class, {})
+    rows = []
+    for name, method_class, given, knob, raw_values in plan:
+        for raw in raw_values:
+            print(f"debiaskit: sweep {name} {knob}={raw}", file=sys.stderr)
+            result = comparer.run(name, method_class, {**given, knob: raw})
+            value = resolve_settings(name, method_class.options, {knob: raw})[knob]
+            rows.append({"method": name, "knob": knob, "value": ",".join(map(str, value)) if isinstance(value, tuple) else value,
+                         **{k: v for k, v in result.row.items() if k != "method"}})
+    return rows

@@ -1,0 +1,332 @@
+"""LEACE: erase gender linearly from the residual stream, with the least change to it.
+
+Belrose, Schneider-Joseph, Ravfogel, Cotterell, Raff, Biderman 2023, "LEACE: Perfect linear concept erasure in
+closed form" (NeurIPS, arXiv:2306.03819). With W = Cov(X)^(-1/2) (whitening) and P the orthogonal projection onto
+the column space of W Cov(X, Z), the eraser r(x) = x - W^+ P W (x - E[X]) makes Cov(r(X), Z) = 0, so no linear
+classifier beats a constant at predicting Z, and among all such affine edits it moves x the least in every
+(semi)norm x^T M x. The statistics and the closed form come from `concept_erasure.LeaceFitter`; this module only
+chooses what X and Z are (residual stream `blocks.{L}.hook_resid_post` at chosen positions; Z = 1 for female) and
+installs the eraser as a hook.
+
+The oracle eraser (`concept_erasure.OracleFitter`) is left out on purpose: it needs each input's concept label
+when it runs, and an occupation prompt has no gender label to give it. Supplying the job group instead would erase
+the very label the stereotype gap is computed from, so its number would measure the leak, not the method.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import click
+import numpy as np
+import torch
+from concept_erasure import LeaceEraser, LeaceFitter
+
+from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, hooked, hookimpl
+from debiaskit.data import TemplateFamily, gendered_words
+
+CONCEPTS = ("definitional", "occupations")
+FIT_POSITIONS = ("word", "all", "last")
+PROBE_PAIR_SHARE = 0.4  # of the definitional [female, male] pairs: never fitted on, kept for the probe
+BATCH_SIZE = 64
+# Layer 20 of SmolLM2's 30, from `debiaskit leace-sweep --layers 4,8,12,16,20,24`: the largest gap cut at the lowest kl
+# short of layer 24, where erasure also wipes gender from words that carry it by definition (actress -> she).
+LAYERS_OPTION = Option("layers", tuple, (20,), "erase the residual stream after these blocks (blocks.L.hook_resid_post)")
+
+
+def resid_hook_name(layer: int) -> str:
+    return f"blocks.{layer}.hook_resid_post"
+
+
+@dataclass(frozen=True)
+class LabelledText:
+    """A token sequence (anchor first), the positions whose activations are examples, their label and word group."""
+
+    tokens: tuple[int, ...]
+    positions: tuple[int, ...]
+    label: int  # 1 = female (a female word, or a female-dominated job)
+    group: str  # examples sharing a group (a word pair, a job) stay on one side of a probe split
+
+
+@dataclass(frozen=True)
+class Activations:
+    values: torch.Tensor  # [n, d_model] float64, on the CPU
+    labels: torch.Tensor  # [n] float64, 1 = female
+    groups: tuple[str, ...]
+
+
+class LeaceErasure(Method):
+    name = "leace"
+    description = "LEACE (Belrose et al. 2023): erase linearly readable gender from the residual stream"
+    options = (
+        LAYERS_OPTION,
+        Option("concept", str, "definitional", "fit on gendered words (definitional) or on training-fold jobs",
+               choices=CONCEPTS),
+        Option("fit_positions", str, "word", "positions fitted on: the gendered word's (or job's) tokens, all, or last",
+               choices=FIT_POSITIONS),
+        Option("blend", float, 1.0, "0 = unchanged, 1 = full erasure: x - blend * (x - eraser(x))"),
+    )
+    strength_knob = "blend"
+    random_fit = True  # the word pairs kept away from the eraser for the probe are drawn with the seed
+
+    def __init__(self, **given: Any) -> None:
+        super().__init__(**given)
+        if not 0.0 <= self.settings["blend"] <= 1.0:
+            raise DebiasKitError(f"option leace.blend got {self.settings['blend']}; it takes a number from 0 to 1")
+        self.layers = tuple(sorted(set(self.settings["layers"])))
+        self.erasers: dict[int, LeaceEraser] = {}
+        self.probe: dict[str, float] = {}
+
+    def uses_jobs(self) -> bool:
+        return self.settings["concept"] == "occupations"
+
+    def check(self, lm: LoadedModel) -> None:
+        bad = [layer for layer in self.layers if not 0 <= layer < lm.n_layers]
+        if bad:
+            raise DebiasKitError(f"option leace.layers has {bad[0]}; {lm.name} has blocks 0 to {lm.n_layers - 1}")
+
+    def fit(self, context: FitContext) -> None:
+        lm, positions, blend = context.model, self.settings["fit_positions"], self.settings["blend"]
+        self.check(lm)
+        # The standard erasure check (as in INLP and LEACE): split the word pairs, fit the eraser on one part, train
+        # a fresh probe on that part's erased activations and test it on the other part's, whose words neither saw.
+        fit_pairs, test_pairs = split_pairs(gendered_words().fit_pairs, context.seed)
+        fit_words = definitional_examples(lm, fit_pairs, positions)
+        if self.uses_jobs():
+            examples = job_examples(lm, context.train_jobs, context.templates, positions)
+        else:
+            examples = fit_words
+        self.erasers = fit_erasers(lm, examples, self.layers, blend)
+        self.probe = verify(lm, fit_words, definitional_examples(lm, test_pairs, positions), self.layers,
+                            erasure_hooks(lm, self.erasers, blend))
+
+    @contextmanager
+    def apply(self, lm: LoadedModel) -> Iterator[Intervention]:
+        if not self.erasers:
+            raise DebiasKitError("leace was applied before it was fitted; call fit() first")
+        with hooked(lm, erasure_hooks(lm, self.erasers, self.settings["blend"])):
+            yield Intervention()
+
+    def details(self) -> dict[str, Any]:
+        return {"layers": ",".join(str(layer) for layer in self.layers), **self.probe}
+
+
+def fit_erasers(lm: LoadedModel, examples: Sequence[LabelledText], layers: Sequence[int],
+                blend: float) -> dict[int, LeaceEraser]:
+    """One eraser per layer, fitted in float64. Layers are fitted in order, each on activations already erased
+    upstream, so a later eraser sees what the model gives it when all of them are applied."""
+    erasers: dict[int, LeaceEraser] = {}
+    for layer in sorted(layers):
+        data = collect(lm, examples, [layer], erasure_hooks(lm, erasers, blend))[layer]
+        fitter = LeaceFitter(data.values.shape[1], 1, dtype=torch.float64)
+        erasers[layer] = fitter.update(data.values, data.labels.unsqueeze(1)).eraser
+    return erasers
+
+
+def erasure_hooks(lm: LoadedModel, erasers: dict[int, LeaceEraser], blend: float) -> list[tuple[str, Any]]:
+    return [(resid_hook_name(layer), erasure_hook(lm, eraser, blend)) for layer, eraser in erasers.items()]
+
+
+def erasure_hook(lm: LoadedModel, eraser: LeaceEraser, blend: float):
+    """A hook that moves every editable position `blend` of the way to its erased value; the anchor and padding
+    keep their exact values. Fitted in float64, applied in float32 on the model's device."""
+    device = lm.device
+    on_device = LeaceEraser(eraser.proj_left.to(device, torch.float32), eraser.proj_right.to(device, torch.float32),
+                            None if eraser.bias is None else eraser.bias.to(device, torch.float32))
+
+    def erase(resid: torch.Tensor, hook: Any) -> torch.Tensor:  # resid [batch, pos, d_model]
+        moved = resid.float() + blend * (on_device(resid.float()) - resid.float())
+        return torch.where(lm.editable_mask(resid), moved.to(resid.dtype), resid)
+
+    return erase
+
+
+def verify(lm: LoadedModel, train: Sequence[LabelledText], test: Sequence[LabelledText], layers: Sequence[int],
+           hooks: Sequence[tuple[str, Any]]) -> dict[str, float]:
+    """Gender probe accuracies, each the highest over the erased layers (the worst case for erasure):
+    probe_acc_before / _after: trained on `train`, tested on `test` (words it never saw), without / with erasure;
+    probe_acc_after_retrained: trained and tested on erased `test` activations (cross-validated by word pair), i.e.
+    an adversary with labelled examples of words the eraser never saw. Not trained on erased `train` words in a
+    cross-validation: erasure forces their class means together, so each held-out fold's leftover difference is
+    the reverse of the training folds' and the probe lands far below chance (0.16 on the tiny random model)."""
+    raw_train, raw_test = collect(lm, train, layers, []), collect(lm, test, layers, [])
+    erased_train, erased_test = collect(lm, train, layers, hooks), collect(lm, test, layers, hooks)
+    return {
+        "probe_acc_before": max(probe_accuracy(raw_train[layer], raw_test[layer]) for layer in layers),
+        "probe_acc_after": max(probe_accuracy(erased_train[layer], erased_test[layer]) for layer in layers),
+        "probe_acc_after_retrained": max(cross_validated_probe_accuracy(erased_test[layer]) for layer in layers),
+    }
+
+
+def split_pairs(pairs: Sequence[tuple[str, str]], seed: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(fit pairs, probe pairs): a seeded share of the word pairs is kept away from the eraser for the probe."""
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    n_probe = max(4, round(PROBE_PAIR_SHARE * len(pairs)))
+    if len(pairs) - n_probe < 2:
+        raise DebiasKitError(f"leace needs at least {n_probe + 2} definitional word pairs; "
+                             f"gendered_words.json has {len(pairs)}")
+    return [pairs[i] for i in order[n_probe:]], [pairs[i] for i in order[:n_probe]]
+
+
+def definitional_examples(lm: LoadedModel, pairs: Sequence[tuple[str, str]], positions: str) -> list[LabelledText]:
+    """Each pair's two words in every neutral context; `word` positions are the gendered word's tokens."""
+    contexts = gendered_words().fit_contexts
+    return [
+        labelled_text(lm, context.format(word=word), word, positions, label, group=f"{female}/{male}")
+        for female, male in pairs
+        for context in contexts
+        for word, label in ((female, 1), (male, 0))
+    ]
+
+
+def job_examples(lm: LoadedModel, jobs: Sequence[Any], family: TemplateFamily, positions: str) -> list[LabelledText]:
+    """Every training job in every template, labelled 1 for female-dominated jobs; `word` positions are the job's."""
+    return [
+        labelled_text(lm, family.prompt(template, job.name), job.name, positions, int(job.group == "female"), job.name)
+        for job in jobs
+        for template in family.templates
+    ]
+
+
+def labelled_text(lm: LoadedModel, text: str, word: str, positions: str, label: int, group: str) -> LabelledText:
+    tokens = tuple(lm.encode(text))
+    first = len(tokens) - len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # 1 after the anchor
+    if positions == "last":
+        chosen: tuple[int, ...] = (len(tokens) - 1,)
+    elif positions == "all":
+        chosen = tuple(range(max(first, 1), len(tokens)))  # never the anchor, also with no anchor token
+    else:
+        chosen = tuple(first + i for i in word_token_indices(lm, text, word))
+    return LabelledText(tokens, chosen, label, group)
+
+
+def word_token_indices(lm: LoadedModel, text: str, word: str) -> list[int]:
+    """Indices (in the tokenisation of `text` alone) of the tokens that overlap the first whole-word `word`."""
+    found = re.search(rf"\b{re.escape(word)}\b", text)
+    if found is None:
+        raise DebiasKitError(f"cannot find the word {word!r} in {text!r}")
+    try:
+        offsets = lm.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    except NotImplementedError:
+        raise DebiasKitError(f"leace fit_positions=word needs a fast tokenizer (with offsets); {lm.name}'s has none. "
+                             "Use -o leace.fit_positions=last or all") from None
+    return [i for i, (start, end) in enumerate(offsets) if start < found.end() and end > found.start()]
+
+
+def collect(lm: LoadedModel, examples: Sequence[LabelledText], layers: Sequence[int],
+            hooks: Sequence[tuple[str, Any]]) -> dict[int, Activations]:
+    """Per layer, the residual stream at each example's positions, read after `hooks` (installed first, so an
+    eraser at that layer is already applied)."""
+    gathered: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    labels: list[int] = []
+    groups: list[str] = []
+    for start in range(0, len(examples), BATCH_SIZE):
+        chunk = examples[start:start + BATCH_SIZE]
+        batch = lm.make_batch([example.tokens for example in chunk])
+        width = batch.tokens.shape[1]
+        rows = torch.tensor([row for row, ex in enumerate(chunk) for _ in ex.positions])
+        columns = torch.tensor([width - len(ex.tokens) + p for ex in chunk for p in ex.positions])
+        if not len(rows):
+            continue
+        seen: dict[int, torch.Tensor] = {}
+
+        def record(resid: torch.Tensor, hook: Any) -> None:  # resid [batch, pos, d_model]
+            seen[hook.layer()] = resid[rows, columns].detach().to("cpu", torch.float64)
+
+        readers = [(resid_hook_name(layer), record) for layer in layers]
+        with torch.no_grad(), hooked(lm, [*hooks, *readers]):
+            lm.run(batch, stop_at_layer=max(layers) + 1)
+        for layer in layers:
+            gathered[layer].append(seen[layer])
+        labels += [ex.label for ex in chunk for _ in ex.positions]
+        groups += [ex.group for ex in chunk for _ in ex.positions]
+    if not labels:
+        raise DebiasKitError("leace found no positions to fit on; check fit_positions and the fit texts")
+    label_tensor = torch.tensor(labels, dtype=torch.float64)
+    return {layer: Activations(torch.cat(gathered[layer]), label_tensor, tuple(groups)) for layer in layers}
+
+
+def logistic_probe():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+
+
+def probe_accuracy(train: Activations, test: Activations) -> float:
+    """Balanced accuracy on `test` of a logistic-regression probe trained on `train`."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    probe = logistic_probe().fit(train.values.numpy(), train.labels.numpy().astype(int))
+    return float(balanced_accuracy_score(test.labels.numpy().astype(int), probe.predict(test.values.numpy())))
+
+
+def cross_validated_probe_accuracy(data: Activations) -> float:
+    """Balanced accuracy of a logistic-regression probe, cross-validated so the test words are never trained on."""
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import GroupKFold, cross_val_predict
+
+    labels = data.labels.numpy().astype(int)
+    predicted = cross_val_predict(logistic_probe(), data.values.numpy(), labels, groups=list(data.groups),
+                                  cv=GroupKFold(n_splits=min(5, len(set(data.groups)))))
+    return float(balanced_accuracy_score(labels, predicted))
+
+
+@click.command("leace-sweep")
+@click.option("--layers", "layer_list", required=True, help="Layers to erase at, one at a time (e.g. 2,4,6).")
+@click.option("--model", default="smollm2", show_default=True, help="As for `debiaskit compare`.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dataset", default="occupations40", show_default=True)
+@click.option("--templates", "template_family", default="pronoun", show_default=True)
+@click.option("-o", "--option", "assignments", multiple=True, help="Other leace options, leace.key=value (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.pass_context
+def leace_sweep(context: click.Context, layer_list: str, model: str, device: str, dataset: str, template_family: str,
+                assignments: tuple[str, ...], seed: int) -> None:
+    """Fit, apply and score LEACE at one layer at a time; print gap, cost and probe accuracy per layer."""
+    from debiaskit.compare import BASELINE, run_comparison
+    from debiaskit.model import load_model
+    from debiaskit.options import parse_assignments
+    from debiaskit.plugin_host import load_plugins
+    from debiaskit.reporting import render
+
+    try:
+        layers = LAYERS_OPTION.coerce(layer_list, LeaceErasure.name)
+        given = parse_assignments(assignments)
+        unknown = set(given) - {LeaceErasure.name}
+        if unknown:
+            raise DebiasKitError(f"leace-sweep takes only leace.key=value options, got {sorted(unknown)[0]}.*")
+        host = load_plugins(context.find_root().params.get("plugins_dir"))
+        name, _, argument = dataset.partition(":")
+        occupations = host.datasets.get("data set", name).load(argument or None)
+        family = host.templates.get("template family", template_family)
+        options = given.get(LeaceErasure.name, {})
+        LeaceErasure(**options)  # reject a bad option before the model loads
+        lm = load_model(model, device=device)
+        plan = [(BASELINE, host.methods.get("method", BASELINE), {})]
+        plan += [(f"leace@{layer}", LeaceErasure, {**options, "layers": (layer,)}) for layer in layers]
+        comparison = run_comparison(lm, occupations, family, plan, seed=seed)
+    except DebiasKitError as error:
+        raise click.UsageError(str(error)) from None
+    columns = ("method", "status", "stereotype_gap", "gap_change_pct", "kl", "probe_acc_before", "probe_acc_after",
+               "probe_acc_after_retrained", "error")
+    rows = [{key: row.get(key) for key in columns if key in row} for row in comparison.rows()]
+    click.echo(render(comparison.header(), rows, "table"), nl=False)
+    if any(row["status"] != "ok" for row in rows):
+        click.echo("debiaskit: some layers failed; see the error column", err=True)
+        context.exit(1)
+
+
+@hookimpl
+def register_methods(register):
+    register(LeaceErasure)
+
+
+@hookimpl
+def register_commands(cli):
+    cli.add_command(leace_sweep)

@@ -1,0 +1,195 @@
+"""LSDM: a closed-form least-squares edit of MLP output weights that removes gender from what the MLP writes at the
+occupation's last token (seed 002: Cai et al. 2024, "Locating and Mitigating Gender Bias in Large Language Models",
+arXiv:2403.14409, which gives the method in summary; the edit is the regularised least squares of ROME/MEMIT, Meng
+et al. 2022/2023). The exact problem solved here, per edited layer L (TransformerLens row vectors: the MLP writes
+k W + b, k = `blocks.L.mlp.hook_post` in R^d_mlp, W = W_out in R^{d_mlp x d_model}):
+
+    K  [n, d_mlp]   keys at the last token of each training job in each template (the sites `locate` ranks)
+    K0 [m, d_mlp]   keys at every token of a neutral text (datasets/neutral_text.txt), whose outputs must stay
+    u  [d_model]    unit gender direction of this MLP's output: mean output at female definitional words minus at
+                    male ones (gendered_words.json fit pairs in their fit contexts, the word's last token)
+    c               the neutral point along u: the mean of the female and the male words' mean projections
+    R  [n, d_model] the wanted change of each key's output: R_i = -s ((k_i W + b) . u - c) u, i.e. its gender
+                    component moved a share s (`strength`) of the way to the neutral point, nothing else touched
+
+    minimise over D [d_mlp, d_model]:   J(D) = (1/n) ||K D - R||^2 + (lambda/m) ||K0 D||^2 + mu ||D||^2
+    subject to                          a D = 0,  a = the anchor token's key
+
+J is a convex quadratic; with A = K^T K / n + lambda K0^T K0 / m + mu I (positive definite for mu > 0) the
+unconstrained minimiser solves A D = K^T R / n, so D* = A^-1 K^T R / n. The anchor's key is one vector (the first
+position sees only itself, and earlier edits keep it), and the constraint keeps every sequence's attention-sink
+position exactly as it was (debiaskit never edits the anchor); by Lagrange multipliers the constrained minimiser is
+
+    D = D* - A^-1 a^T (a A^-1 a^T)^-1 a D*.
+
+lambda is the option `preserve`; mu = RIDGE * trace(A0) / d_mlp with A0 = A without mu, a scale-free ridge that only
+keeps the system well conditioned. Solved in float64. Layers are edited bottom-up, each fitted on keys read with the
+edits below it applied. `apply` adds D to W_out for the duration of the context and copies the saved weights back
+afterwards, also on error, so the model is bit-for-bit what it was.
+
+The neutral text is also where `kl` is measured, so preserving outputs there favours this method's kl: the option
+`preserve_text` names another text file to preserve on instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, hooked, hookimpl
+from debiaskit.data import gendered_words, project_data_dir
+from debiaskit.evaluator import NEUTRAL_TEXT_FILE, NeutralText
+from debiaskit.plugins.leace import LabelledText, definitional_examples, labelled_text
+
+RIDGE = 1e-6
+BATCH_SIZE = 64
+# Layers 2 and 3 of SmolLM2's 30: `debiaskit locate --templates-per-job 4` ranks the MLP output at the occupation's
+# last token highest in the bottom layers (see README, "Locating gender"); seed 002 edits the bottom MLPs likewise.
+DEFAULT_LAYERS = (2, 3)
+
+
+def solve_edit(keys: torch.Tensor, wanted: torch.Tensor, neutral_keys: torch.Tensor, preserve: float,
+               anchor_key: torch.Tensor | None = None, ridge: float = RIDGE) -> torch.Tensor:
+    """D [d_mlp, d_model] minimising (1/n)||K D - R||^2 + (preserve/m)||K0 D||^2 + mu||D||^2 subject to a D = 0
+    (when `anchor_key` a is given); keys K [n, d_mlp], wanted R [n, d_model], neutral_keys K0 [m, d_mlp]."""
+    keys, wanted, neutral_keys = keys.double(), wanted.double(), neutral_keys.double()
+    system = keys.T @ keys / len(keys) + preserve * neutral_keys.T @ neutral_keys / max(len(neutral_keys), 1)
+    system += ridge * torch.trace(system) / len(system) * torch.eye(len(system), dtype=torch.float64, device=system.device)
+    edit = torch.linalg.solve(system, keys.T @ wanted / len(keys))
+    if anchor_key is not None:
+        a = anchor_key.double().reshape(1, -1)
+        inverse_a = torch.linalg.solve(system, a.T)  # A^-1 a^T [d_mlp, 1]
+        edit = edit - inverse_a @ torch.linalg.solve(a @ inverse_a, a @ edit)
+    return edit
+
+
+class LeastSquaresDebias(Method):
+    name = "lsdm"
+    description = "LSDM (seed 002): least-squares edit of MLP output weights removing gender at the occupation token"
+    options = (
+        Option("layers", tuple, DEFAULT_LAYERS, "MLPs to edit (blocks.L.mlp.W_out), bottom-up"),
+        Option("strength", float, 1.0, "share of the gender component moved to the neutral point (0 = no edit)"),
+        Option("preserve", float, 1.0, "lambda: weight of keeping the outputs on neutral-text keys"),
+        Option("preserve_text", str, "", "text file whose keys are preserved (default: datasets/neutral_text.txt)"),
+    )
+    strength_knob = "strength"
+
+    def __init__(self, **given: Any) -> None:
+        super().__init__(**given)
+        if self.settings["preserve"] < 0 or self.settings["strength"] < 0:
+            raise DebiasKitError("options lsdm.preserve and lsdm.strength take numbers >= 0")
+        if not self.settings["layers"]:
+            raise DebiasKitError("option lsdm.layers needs at least one layer, e.g. layers=2,3")
+        self.layers = tuple(sorted(set(self.settings["layers"])))
+        self.edits: dict[int, torch.Tensor] = {}
+        self.fit_report: dict[str, float] = {}
+
+    def uses_jobs(self) -> bool:
+        return True
+
+    def fit(self, context: FitContext) -> None:
+        lm = context.model
+        bad = [layer for layer in self.layers if not 0 <= layer < lm.n_layers]
+        if bad:
+            raise DebiasKitError(f"option lsdm.layers has {bad[0]}; {lm.name} has blocks 0 to {lm.n_layers - 1}")
+        jobs = [labelled_text(lm, context.templates.prompt(t, job.name), job.name, "word", int(job.group == "female"),
+                              job.name) for job in context.train_jobs for t in context.templates.templates]
+        jobs = [last_word_token(example) for example in jobs]
+        words = [last_word_token(example) for example in definitional_examples(lm, gendered_words().fit_pairs, "word")]
+        neutral = neutral_examples(lm, self.settings["preserve_text"])
+        self.edits = {}
+        for layer in self.layers:  # bottom-up, each on keys read with the edits below applied
+            with edited_weights(lm, self.edits):
+                keys, outputs = read_mlp(lm, jobs, layer)
+                _, word_outputs = read_mlp(lm, words, layer)
+                neutral_keys, _ = read_mlp(lm, neutral, layer)
+                anchor_key = read_mlp(lm, [LabelledText(tuple(lm.encode("")), (0,), 0, "")], layer)[0][0] \
+                    if lm.anchor_token_id is not None else None
+            labels = torch.tensor([example.label for example in words], dtype=torch.bool)
+            direction = word_outputs[labels].mean(0) - word_outputs[~labels].mean(0)
+            direction = direction / direction.norm()
+            neutral_point = 0.5 * (word_outputs[labels] @ direction).mean() + 0.5 * (word_outputs[~labels] @ direction).mean()
+            wanted = -self.settings["strength"] * ((outputs @ direction) - neutral_point).unsqueeze(1) * direction
+            self.edits[layer] = solve_edit(keys, wanted, neutral_keys, self.settings["preserve"], anchor_key).float()
+            achieved = keys.double() @ self.edits[layer].double()
+            self.fit_report[f"fit_residual_L{layer}"] = float((achieved - wanted).norm() / wanted.norm().clamp_min(1e-12))
+            self.fit_report[f"neutral_change_L{layer}"] = float((neutral_keys.double() @ self.edits[layer].double()).norm()
+                                                               / (neutral_keys.double() @ lm.model.blocks[layer].mlp.W_out.detach().double().cpu()).norm())
+        print(f"debiaskit: lsdm edited layers {self.layers}: " + ", ".join(f"{k}={v:.3f}" for k, v in self.fit_report.items()),
+              file=sys.stderr)
+
+    @contextmanager
+    def apply(self, lm: LoadedModel) -> Iterator[Intervention]:
+        if not self.edits:
+            raise DebiasKitError("lsdm was applied before it was fitted; call fit() first")
+        with edited_weights(lm, self.edits):
+            yield Intervention()
+
+    def details(self) -> dict[str, Any]:
+        return {"layers": ",".join(str(layer) for layer in self.layers), **self.fit_report}
+
+
+@contextmanager
+def edited_weights(lm: LoadedModel, edits: dict[int, torch.Tensor]) -> Iterator[None]:
+    """W_out += D per layer for the block's duration; the saved originals are copied back on every exit path."""
+    saved = {layer: lm.model.blocks[layer].mlp.W_out.detach().clone() for layer in edits}
+    try:
+        with torch.no_grad():
+            for layer, edit in edits.items():
+                weight = lm.model.blocks[layer].mlp.W_out
+                weight.add_(edit.to(weight.device, weight.dtype))
+        yield
+    finally:
+        with torch.no_grad():
+            for layer, original in saved.items():
+                lm.model.blocks[layer].mlp.W_out.copy_(original)
+
+
+def last_word_token(example: LabelledText) -> LabelledText:
+    return LabelledText(example.tokens, example.positions[-1:], example.label, example.group)
+
+
+def neutral_examples(lm: LoadedModel, path: str) -> list[LabelledText]:
+    """Every non-anchor token of the preserve text, in the evaluator's 128-token anchored chunks."""
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise DebiasKitError(f"option lsdm.preserve_text: cannot read {path} ({error}); pass a UTF-8 text file") from None
+    else:
+        text = (project_data_dir() / NEUTRAL_TEXT_FILE).read_text(encoding="utf-8")
+    first = 1 if lm.anchor_token_id is not None else 0
+    return [LabelledText(tuple(seq), tuple(range(first, len(seq))), 0, "neutral") for seq in NeutralText(lm, text).sequences]
+
+
+@torch.no_grad()
+def read_mlp(lm: LoadedModel, examples: Sequence[LabelledText], layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(keys [n, d_mlp], outputs [n, d_model]) of block `layer`'s MLP at every example position, float64 on the CPU."""
+    keys, outputs = [], []
+    for start in range(0, len(examples), BATCH_SIZE):
+        chunk = examples[start:start + BATCH_SIZE]
+        batch = lm.make_batch([example.tokens for example in chunk])
+        width = batch.tokens.shape[1]
+        rows = torch.tensor([row for row, ex in enumerate(chunk) for _ in ex.positions])
+        columns = torch.tensor([width - len(ex.tokens) + p for ex in chunk for p in ex.positions])
+        seen: dict[str, torch.Tensor] = {}
+
+        def record(activation: torch.Tensor, hook: Any) -> None:
+            seen[hook.name] = activation[rows, columns].detach().to("cpu", torch.float64)
+
+        names = (f"blocks.{layer}.mlp.hook_post", f"blocks.{layer}.hook_mlp_out")
+        with hooked(lm, [(name, record) for name in names]):
+            lm.run(batch, stop_at_layer=layer + 1)
+        keys.append(seen[names[0]])
+        outputs.append(seen[names[1]])
+    return torch.cat(keys), torch.cat(outputs)
+
+
+@hookimpl
+def register_methods(register):
+    register(LeastSquaresDebias)

@@ -1,0 +1,64 @@
+"""The comparison's controls and statistics on the tiny model: held-out templates, seed reruns, intervals."""
+
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+
+from debiaskit import Intervention, Method
+from debiaskit.compare import Comparer
+from debiaskit.data import template_split
+from debiaskit.errors import DebiasKitError
+from debiaskit.plugin_host import load_plugins
+from debiaskit.targets import target_tokens
+
+
+class SeededShe(Method):
+    """Adds a seed-dependent logit to ' she' and records the templates it was fitted on."""
+
+    name = "seeded-she"
+    description = "test method with a random step"
+    random_fit = True
+    fitted_on: list[tuple[str, ...]] = []
+
+    def fit(self, context):
+        SeededShe.fitted_on.append(context.templates.templates)
+        self.boost = float(np.random.default_rng(context.seed).uniform(0.5, 3.0))
+        self.she = target_tokens(context.model.tokenizer, context.templates).female_ids[0]
+
+    @contextmanager
+    def apply(self, lm):
+        def transform(logits, tokens):
+            logits = logits.clone()
+            logits[..., self.she] += self.boost
+            return logits
+
+        yield Intervention(logits_transform=transform)
+
+
+def test_heldout_templates_seed_spread_and_intervals(tiny_lm):
+    host = load_plugins()
+    jobs = host.datasets.get("data set", "occupations40").load(None)
+    family = host.templates.get("template family", "pronoun")
+    comparer = Comparer(tiny_lm, jobs, family, seed=0, bootstrap=100, seeds=(0, 1, 2), heldout_templates=2)
+    comparer.run("none", host.methods.get("method", "none"), {})
+    SeededShe.fitted_on.clear()
+    row = comparer.run("seeded-she", SeededShe, {}).row
+    assert row["status"] == "ok", row.get("error")
+    scored = comparer.comparison.heldout_templates
+    assert len(scored) == 2 and set(comparer.prompts["template"]) == set(scored)
+    assert all(len(fitted) == 15 and not set(fitted) & {family.templates[i] for i in scored} for fitted in SeededShe.fitted_on)
+    assert len(SeededShe.fitted_on) == 3  # seeds 0, 1, 2
+    assert row["seeds"] == "0,1,2" and row["kl_sd"] > 0 and row["stereotype_gap_sd"] >= 0
+    assert row["gap_ci_low"] <= row["stereotype_gap"] <= row["gap_ci_high"]
+    # boosting ' she' everywhere moves the control prompts towards female: male nouns can only lose accuracy
+    control = comparer.comparison.runs[1].control
+    assert set(control["seed"]) == {0} and len(control) == 40 * 2
+    assert (control["p_female"].to_numpy() >= comparer.comparison.runs[0].control["p_female"].to_numpy() - 1e-12).all()
+
+
+def test_template_split_is_checked():
+    family = load_plugins().templates.get("template family", "pronoun")
+    assert template_split(family, 0, 0) == (family, list(range(17)))
+    with pytest.raises(DebiasKitError, match="1 to 16"):
+        template_split(family, 17, 0)

@@ -1,0 +1,51 @@
+"""Matched-cost comparison: the frontier, the gap at a kl budget and the frontier area, on numbers worked by hand."""
+
+import numpy as np
+import pytest
+
+from debiaskit.errors import DebiasKitError
+from debiaskit.sweep import frontier_area, gap_at_budget, matched_cost_rows, pareto_frontier, parse_budgets, parse_knob
+
+
+def point(kl, gap, value):
+    return {"method": "m", "status": "ok", "kl": kl, "stereotype_gap": gap, "knob": "k", "value": value}
+
+
+# baseline |gap| 0.4 at kl 0; (0.02, 0.35) and (0.05, 0.12) are beaten by (0.01, 0.3) and (0.03, 0.1)
+POINTS = [point(0.01, 0.3, 1), point(0.03, -0.1, 2), point(0.02, 0.35, 3), point(0.05, 0.12, 4)]
+
+
+def test_pareto_frontier_keeps_undominated_points_by_abs_gap():
+    kl, gap = pareto_frontier([0.0] + [p["kl"] for p in POINTS], [0.4] + [p["stereotype_gap"] for p in POINTS])
+    np.testing.assert_allclose(kl, [0.0, 0.01, 0.03])
+    np.testing.assert_allclose(gap, [0.4, 0.3, 0.1])
+
+
+def test_gap_at_budget_and_area_by_hand():
+    kl, gap = np.array([0.0, 0.01, 0.03]), np.array([0.4, 0.3, 0.1])
+    assert gap_at_budget(kl, gap, 0.02) == pytest.approx(0.2)  # halfway from 0.3 to 0.1
+    assert gap_at_budget(kl, gap, 0.05) == pytest.approx(0.1)  # flat after the costliest frontier point
+    # (0.35 * 0.01 + 0.2 * 0.02 + 0.1 * 0.02) / 0.05
+    assert frontier_area(kl, gap, 0.05) == pytest.approx(0.19)
+    assert frontier_area(kl, gap, 0.01) == pytest.approx(0.35)
+
+
+def test_matched_cost_rows():
+    rows, frontiers = matched_cost_rows(POINTS, baseline_gap=0.4, budgets=(0.02, 0.05))
+    assert frontiers == {"m": [[0.0, 0.4], [0.01, 0.3], [0.03, 0.1]]}
+    (row,) = rows
+    assert row["settings"] == 4 and row["frontier_points"] == 2
+    assert row["gap_reduction_pct_at_kl_0.02"] == pytest.approx(50.0)
+    assert row["gap_reduction_pct_at_kl_0.05"] == pytest.approx(75.0)
+    assert row["frontier_area"] == pytest.approx(0.19)
+
+
+def test_parsing_knobs_and_budgets():
+    assert parse_knob("factor=0,0.3", ["sae-ablation"]) == ("sae-ablation", "factor", ["0", "0.3"])
+    assert parse_knob("leace.layers=4;8;4,8", ["leace", "x"]) == ("leace", "layers", ["4", "8", "4,8"])
+    assert parse_budgets("0.02,0.05") == (0.02, 0.05)
+    for bad, message in (("factor=0", ["a", "b"]), ("factor", ["a"]), ("other.k=1", ["a"])):
+        with pytest.raises(DebiasKitError):
+            parse_knob(bad, message)
+    with pytest.raises(DebiasKitError, match="above 0"):
+        parse_budgets("0,-1")
