@@ -20,7 +20,7 @@ from debiaskit.plugin_host import PluginHost, load_plugins
 from debiaskit.reporting import FORMATS, atomic_write_text, check_writable, render, write_run
 from debiaskit.report import CONTROLS_FILE, write_report
 from debiaskit.sweep import parse_seeds
-from debiaskit.data import template_split
+from debiaskit.data import job_folds, template_split
 from debiaskit.resume import check_resumable, data_fingerprint, resume_command, resume_option_callback
 
 VERSIONED_PACKAGES = ("debiaskit", "torch", "transformer-lens", "sae-lens", "transformers", "concept-erasure", "pandas", "numpy")
@@ -122,7 +122,7 @@ def datasets_command(context: click.Context) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
 @click.option("--bootstrap", type=click.IntRange(min=0), default=DEFAULT_RESAMPLES, show_default=True,
               help="Paired bootstrap resamples over jobs and templates for the intervals (0 = no intervals).")
-@click.option("--seeds", default="", help="Comma-separated further seeds: methods with a random step are rerun with each "
+@click.option("--seeds", default=None, help="Comma-separated further seeds: methods with a random step are rerun with each "
               "and the spread (sd) is reported, e.g. 1,2.")
 @click.option("--heldout-templates", type=click.IntRange(min=0), default=0, show_default=True,
               help="Fit on the other templates and score only on this many (drawn with --seed); 0 = all templates.")
@@ -132,7 +132,7 @@ def datasets_command(context: click.Context) -> None:
 @click.pass_context
 def compare_command(context: click.Context, methods: tuple[str, ...], model: str, device: str, dtype: str, dataset: str,
                     template_family: str, assignments: tuple[str, ...], fmt: str, out: Path | None, seed: int, folds: int,
-                    in_sample: bool, batch_size: int, bootstrap: int, seeds: str, heldout_templates: int,
+                    in_sample: bool, batch_size: int, bootstrap: int, seeds: str | None, heldout_templates: int,
                     resume: Path | None) -> None:
     """Score methods side by side on the same prompts and print one row per method (baseline first)."""
     host = _host(context)
@@ -142,8 +142,9 @@ def compare_command(context: click.Context, methods: tuple[str, ...], model: str
                             context.command)
         plan = _plan_methods(host, methods, assignments)
         occupations, family = _load_data(host, dataset, template_family)
-        extra_seeds = parse_seeds(seeds)
+        extra_seeds = parse_seeds(seeds or "")
         template_split(family, heldout_templates, seed)  # checked before the model loads
+        job_folds(occupations.occupations, folds, seed)
         if out is not None:
             check_writable(out)
         lm = load_model(model, device=device, dtype=dtype)

@@ -225,7 +225,13 @@ def check_methods(lm: LoadedModel, methods: Sequence[tuple[str, type[Method], Ma
     Any other exception is a plugin bug, left for that method's own row to report."""
     for name, method_class, given in methods:
         try:
-            method_class(**dict(given)).check(lm)
+            method = method_class(**dict(given))  # a DebiasKitError (an option out of range) propagates as it is
+        except DebiasKitError:
+            raise
+        except Exception:  # noqa: BLE001 - contained when the method runs
+            continue
+        try:
+            method.check(lm)
         except DebiasKitError as error:
             raise DebiasKitError(f"method {name} cannot run on {lm.name}: {error}") from None
         except Exception:  # noqa: BLE001 - contained when the method runs

@@ -228,12 +228,16 @@ def _build_llama(name: str, cfg_kwargs: dict[str, Any], state_dict: dict[str, to
     from sae_lens import HookedSAETransformer
     from transformer_lens import HookedTransformerConfig
 
-    cfg = HookedTransformerConfig(**cfg_kwargs, device=device, dtype=dtype)
+    # init_weights=False: every parameter is overwritten below, so random initialisation would be wasted work
+    cfg = HookedTransformerConfig(**cfg_kwargs, device=device, dtype=dtype, init_weights=False)
     model = HookedSAETransformer(cfg, tokenizer=tokenizer, move_to_device=False)
-    model.load_and_process_state_dict(
-        dict(state_dict), fold_ln=False, center_writing_weights=False, center_unembed=False, fold_value_biases=False
-    )
-    model.to(device).to(dtype).eval()
+    loaded = model.load_state_dict(state_dict, strict=False)  # the conversion already did TransformerLens's processing
+    parameters = {parameter for parameter, _ in model.named_parameters()}
+    unset = sorted(set(loaded.missing_keys) & parameters)
+    if unset or loaded.unexpected_keys:
+        raise DebiasKitError(f"converted weights for {name} do not fit the model: missing {unset[:3]}, "
+                             f"unexpected {loaded.unexpected_keys[:3]}")
+    model.to(device).eval()
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, anchor_token_id=anchor_token_id(tokenizer))
 
 

@@ -81,8 +81,9 @@ def matched_cost_table(sweep: dict[str, Any]) -> Table:
     columns = ("method", "settings", *(f"gap_reduction_pct @ kl={b:g}" for b in budgets), "frontier_area")
     rows = tuple((r["method"], str(r["settings"]), *(_number(r[f"gap_reduction_pct_at_kl_{b:g}"], 1) for b in budgets),
                   _number(r["frontier_area"], 4)) for r in sweep["matched"])
+    scored = f"; scored on held-out templates {sweep['heldout_templates']}" if sweep.get("heldout_templates") else ""
     return Table("Matched cost", columns, rows, f"baseline |stereotype_gap| {abs(sweep['baseline_gap']):.3f}; frontier_area = "
-                 f"mean |gap| on the frontier over kl in [0, {max(budgets):g}]")
+                 f"mean |gap| on the frontier over kl in [0, {max(budgets):g}]{scored}")
 
 
 def markdown(table: Table) -> str:

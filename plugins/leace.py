@@ -33,8 +33,10 @@ CONCEPTS = ("definitional", "occupations")
 FIT_POSITIONS = ("word", "all", "last")
 PROBE_PAIR_SHARE = 0.4  # of the definitional [female, male] pairs: never fitted on, kept for the probe
 BATCH_SIZE = 64
-# Layer 20 of SmolLM2's 30, from `debiaskit leace-sweep --layers 4,8,12,16,20,24`: the largest gap cut at the lowest kl
-# short of layer 24, where erasure also wipes gender from words that carry it by definition (actress -> she).
+# Layer 20 of SmolLM2's 30, from an earlier `debiaskit leace-sweep --layers 4,8,12,16,20,24` that read the gap on the
+# occupations40 jobs (the largest cut at the lowest kl short of layer 24, where erasure also wiped gender from words
+# that carry it by definition: actress -> she). That sweep scored the evaluation jobs, so the choice is provisional
+# until a sweep on a disjoint job set (`--dataset csv:OTHER_JOBS`) confirms it.
 LAYERS_OPTION = Option("layers", tuple, (20,), "erase the residual stream after these blocks (blocks.L.hook_resid_post)")
 
 

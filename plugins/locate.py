@@ -148,53 +148,73 @@ def gendered_mediators(lm: LoadedModel, prompts: Sequence[MediationPrompt], he: 
 @torch.no_grad()
 def mediation_effects(lm: LoadedModel, prompts: Sequence[MediationPrompt],
                       batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """(total effect per prompt [n], indirect effect per prompt, layer and site [n, layers, len(SITES)])."""
+    """(total effect per prompt [n], indirect effect per prompt, layer and site [n, layers, len(SITES)]), in the
+    order of `prompts`."""
     he, she = pronoun_ids(lm)
     row_of, cached, gendered_difference = gendered_mediators(lm, prompts, he, she, batch_size)
-    n_sites, total, indirect = len(SITES), [], []
-    chunks = range(0, len(prompts), batch_size)
-    for start in tqdm(chunks, desc="locate", file=sys.stderr, leave=False):
-        chunk = prompts[start:start + batch_size]
-        batch = lm.make_batch([p.tokens for p in chunk])
-        n, width = len(chunk), batch.tokens.shape[1]
-        sign = torch.tensor([p.sign for p in chunk], dtype=torch.float64, device=lm.device)
-        source = torch.tensor([row_of[p.gendered_tokens] for p in chunk], device=lm.device)
-        resid_pre: dict[int, torch.Tensor] = {}
+    # batches share one suffix length, so each site is one column for the whole (left-padded) batch
+    order = sorted(range(len(prompts)), key=lambda i: prompts[i].suffix)
+    chunks = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    chunks = [[i for i in chunk if prompts[i].suffix == suffix] for chunk in chunks
+              for suffix in sorted({prompts[i].suffix for i in chunk})]
+    total = np.zeros(len(prompts))
+    indirect = np.zeros((len(prompts), lm.n_layers, len(SITES)))
+    for chunk in tqdm(chunks, desc="locate", file=sys.stderr, leave=False):
+        batch_total, batch_indirect = _batch_effects(lm, [prompts[i] for i in chunk], row_of, cached,
+                                                     gendered_difference, he, she)
+        total[chunk], indirect[chunk] = batch_total, batch_indirect
+    return total, indirect
 
-        def keep(resid: torch.Tensor, hook: Any) -> None:
-            resid_pre[hook.layer()] = resid.detach()
 
-        with hooked(lm, [(f"blocks.{layer}.hook_resid_pre", keep) for layer in range(lm.n_layers)]):
-            clean = lm.run(batch, stop_at_layer=lm.n_layers)
-        # log y = sign * (logit she - logit he); effects are ratios of y, so differences of log y
-        log_y_null = sign * she_he_logit_difference(lm, clean[:, -1], he, she)
-        total.append(torch.expm1(sign * gendered_difference[source] - log_y_null))
+def _batch_effects(lm: LoadedModel, chunk: Sequence[MediationPrompt], row_of: dict[tuple[int, ...], int],
+                   cached: torch.Tensor, gendered_difference: torch.Tensor, he: int, she: int) -> tuple[np.ndarray, np.ndarray]:
+    """Effects for prompts of one suffix length. A patch at column c of block L changes nothing before c, so the
+    patched run recomputes only columns c.. from block L on, reading the clean run's keys and values for the rest."""
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+    from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
-        # four stacked copies of the batch, copy s patched at SITES[s]
-        rows = torch.arange(n * n_sites, device=lm.device)
-        site_of_row = rows // n
-        columns = torch.tensor([width - 1 - p.suffix for p in chunk], device=lm.device).repeat(n_sites)
-        columns = torch.where(torch.tensor([SITES[s][1] == "last" for s in range(n_sites)], device=lm.device)[site_of_row],
-                              width - 1, columns)
-        mask = batch.attention_mask.repeat(n_sites, 1)
-        per_layer = []
+    batch = lm.make_batch([p.tokens for p in chunk])
+    n, width = len(chunk), batch.tokens.shape[1]
+    sign = torch.tensor([p.sign for p in chunk], dtype=torch.float64, device=lm.device)
+    source = torch.tensor([row_of[p.gendered_tokens] for p in chunk], device=lm.device)
+    resid_pre: dict[int, torch.Tensor] = {}
+
+    def keep(resid: torch.Tensor, hook: Any) -> None:
+        resid_pre[hook.layer()] = resid.detach()
+
+    clean_cache = TransformerLensKeyValueCache.init_cache(lm.model.cfg, lm.device, n)
+    with hooked(lm, [(f"blocks.{layer}.hook_resid_pre", keep) for layer in range(lm.n_layers)]):
+        clean = lm.run(batch, stop_at_layer=lm.n_layers, past_kv_cache=clean_cache)
+    # log y = sign * (logit she - logit he); effects are ratios of y, so differences of log y
+    log_y_null = sign * she_he_logit_difference(lm, clean[:, -1], he, she)
+    total = torch.expm1(sign * gendered_difference[source] - log_y_null)
+
+    indirect = torch.zeros((n, lm.n_layers, len(SITES)), dtype=torch.float64)
+    for position, column in (("occupation", width - 1 - chunk[0].suffix), ("last", width - 1)):
+        sites = [s for s, (_, p) in enumerate(SITES) if p == position]  # one stacked copy of the batch per site
+        copies = len(sites)
+        prefix = TransformerLensKeyValueCache(
+            entries=[TransformerLensKeyValueCacheEntry(entry.past_keys[:, :column].repeat(copies, 1, 1, 1),
+                                                       entry.past_values[:, :column].repeat(copies, 1, 1, 1), frozen=True)
+                     for entry in clean_cache.entries],
+            previous_attention_mask=batch.attention_mask[:, :column].repeat(copies, 1), frozen=True)
+        mask = batch.attention_mask.repeat(copies, 1)
         for layer in range(lm.n_layers):
             def patch(activation: torch.Tensor, hook: Any, layer: int = layer) -> torch.Tensor:
-                component = hook.name.rsplit("hook_", 1)[1]
-                chosen = torch.tensor([SITES[s][0] == component for s in range(n_sites)], device=lm.device)[site_of_row]
-                values = cached[source.repeat(n_sites), layer, site_of_row].to(activation.dtype)
-                patched = activation.clone()
-                patched[rows[chosen], columns[chosen]] = values[chosen]
+                patched = activation.clone()  # [copies * n, width - column, d_model]; column 0 is the site
+                for copy, site in enumerate(sites):
+                    if SITES[site][0] == hook.name.rsplit("hook_", 1)[1]:
+                        patched[copy * n:(copy + 1) * n, 0] = cached[source, layer, site].to(activation.dtype)
                 return patched
 
-            hooks = [(f"blocks.{layer}.hook_{component}", patch) for component in COMPONENTS]
-            with hooked(lm, hooks):
-                final = lm.model(resid_pre[layer].repeat(n_sites, 1, 1), start_at_layer=layer,
-                                 stop_at_layer=lm.n_layers, attention_mask=mask)
-            log_y = sign.repeat(n_sites) * she_he_logit_difference(lm, final[:, -1], he, she)
-            per_layer.append(torch.expm1(log_y - log_y_null.repeat(n_sites)).view(n_sites, n).T)  # [n, sites]
-        indirect.append(torch.stack(per_layer, dim=1))  # [n, layers, sites]
-    return torch.cat(total).cpu().numpy(), torch.cat(indirect).cpu().numpy()
+            with hooked(lm, [(f"blocks.{layer}.hook_{component}", patch) for component in COMPONENTS]):
+                final = lm.model(resid_pre[layer][:, column:].repeat(copies, 1, 1), start_at_layer=layer,
+                                 stop_at_layer=lm.n_layers, attention_mask=mask, past_kv_cache=prefix)
+            log_y = sign.repeat(copies) * she_he_logit_difference(lm, final[:, -1], he, she)
+            effect = torch.expm1(log_y - log_y_null.repeat(copies)).view(copies, n)
+            for copy, site in enumerate(sites):
+                indirect[:, layer, site] = effect[copy].cpu()
+    return total.cpu().numpy(), indirect.numpy()
 
 
 def effect_table(indirect: np.ndarray) -> pd.DataFrame:

@@ -102,26 +102,27 @@ class LeastSquaresDebias(Method):
         jobs = [last_word_token(example) for example in jobs]
         words = [last_word_token(example) for example in definitional_examples(lm, gendered_words().fit_pairs, "word")]
         neutral = neutral_examples(lm, self.settings["preserve_text"])
-        self.edits = {}
+        self.edits, self.fit_report = {}, {}
+        anchor = [LabelledText(tuple(lm.encode("")), (0,), 0, "anchor")] if lm.anchor_token_id is not None else []
         for layer in self.layers:  # bottom-up, each on keys read with the edits below applied
             with edited_weights(lm, self.edits):
                 keys, outputs = read_mlp(lm, jobs, layer)
                 _, word_outputs = read_mlp(lm, words, layer)
                 neutral_keys, _ = read_mlp(lm, neutral, layer)
-                anchor_key = read_mlp(lm, [LabelledText(tuple(lm.encode("")), (0,), 0, "")], layer)[0][0] \
-                    if lm.anchor_token_id is not None else None
+                anchor_key = read_mlp(lm, anchor, layer)[0][0] if anchor else None
             labels = torch.tensor([example.label for example in words], dtype=torch.bool)
             direction = word_outputs[labels].mean(0) - word_outputs[~labels].mean(0)
             direction = direction / direction.norm()
-            neutral_point = 0.5 * (word_outputs[labels] @ direction).mean() + 0.5 * (word_outputs[~labels] @ direction).mean()
+            neutral_point = 0.5 * ((word_outputs[labels] @ direction).mean() + (word_outputs[~labels] @ direction).mean())
             wanted = -self.settings["strength"] * ((outputs @ direction) - neutral_point).unsqueeze(1) * direction
-            self.edits[layer] = solve_edit(keys, wanted, neutral_keys, self.settings["preserve"], anchor_key).float()
-            achieved = keys.double() @ self.edits[layer].double()
-            self.fit_report[f"fit_residual_L{layer}"] = float((achieved - wanted).norm() / wanted.norm().clamp_min(1e-12))
-            self.fit_report[f"neutral_change_L{layer}"] = float((neutral_keys.double() @ self.edits[layer].double()).norm()
-                                                               / (neutral_keys.double() @ lm.model.blocks[layer].mlp.W_out.detach().double().cpu()).norm())
-        print(f"debiaskit: lsdm edited layers {self.layers}: " + ", ".join(f"{k}={v:.3f}" for k, v in self.fit_report.items()),
-              file=sys.stderr)
+            edit = solve_edit(keys, wanted, neutral_keys, self.settings["preserve"], anchor_key)
+            self.edits[layer] = edit.float()
+            weight = lm.model.blocks[layer].mlp.W_out.detach().to("cpu", torch.float64)
+            # relative size of what the edit misses on the job keys, and of what it changes on the neutral keys
+            self.fit_report[f"fit_residual_L{layer}"] = relative_norm(keys @ edit - wanted, wanted)
+            self.fit_report[f"neutral_change_L{layer}"] = relative_norm(neutral_keys @ edit, neutral_keys @ weight)
+        print(f"debiaskit: lsdm edited layers {self.layers}: "
+              + ", ".join(f"{key}={value:.3f}" for key, value in self.fit_report.items()), file=sys.stderr)
 
     @contextmanager
     def apply(self, lm: LoadedModel) -> Iterator[Intervention]:
@@ -148,6 +149,10 @@ def edited_weights(lm: LoadedModel, edits: dict[int, torch.Tensor]) -> Iterator[
         with torch.no_grad():
             for layer, original in saved.items():
                 lm.model.blocks[layer].mlp.W_out.copy_(original)
+
+
+def relative_norm(part: torch.Tensor, whole: torch.Tensor) -> float:
+    return float(part.norm() / whole.norm().clamp_min(1e-12))
 
 
 def last_word_token(example: LabelledText) -> LabelledText:

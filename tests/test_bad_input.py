@@ -7,8 +7,13 @@ import pickle
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from debiaskit.cli import cli
+from debiaskit import DebiasKitError
+from debiaskit.cli import _plan_methods, cli
+from debiaskit.data import read_occupations_csv
+from debiaskit.plugin_host import load_plugins
 from test_sae_ablation import save_tiny_sae
 
 HEADER = "occupation,group,pct_women\n"
@@ -60,7 +65,8 @@ def test_bad_data_file_names_file_and_line(tmp_path, rows, fragments):
         (["--folds", "30"], ["--folds 30: accepted 2 to 20"]),
     ],
 )
-def test_bad_options_exit_2(args, fragments):
+def test_bad_options_exit_2_before_the_model_loads(args, fragments, monkeypatch):
+    monkeypatch.setattr("debiaskit.cli.load_model", lambda *a, **k: pytest.fail("the model loaded before the check"))
     assert_bad_input(invoke("compare", "--device", "cpu", *args), *fragments)
 
 
@@ -139,3 +145,66 @@ def write_jobs(directory):
     path = directory / "jobs.csv"
     path.write_text(JOBS)
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def host():
+    return load_plugins()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_option_parsing_of_real_methods_raises_only_the_project_error(host, data):
+    """`-m` and `-o` as the CLI parses them, with the registered methods' real option names and constructors."""
+    names = list(host.methods.things)
+    methods = data.draw(st.lists(st.sampled_from(names) | st.text(max_size=8), max_size=3))
+    assignments = []
+    for _ in range(data.draw(st.integers(0, 3))):
+        method = data.draw(st.sampled_from(names) | st.text(max_size=6))
+        options = [o.name for o in host.methods.things[method].options] if method in host.methods.things else []
+        key = data.draw(st.sampled_from(options) | st.text(max_size=6) if options else st.text(max_size=6))
+        value = data.draw(st.text(max_size=8) | st.sampled_from(["0", "-1", "1e9", "nan", "inf", "1,2", "true", ""]))
+        separator = data.draw(st.sampled_from(["=", "", "=="]))
+        assignments.append(f"{method}.{key}{separator}{value}")
+    try:
+        for name, method_class, given_options in _plan_methods(host, tuple(methods), tuple(assignments)):
+            method_class(**given_options)
+    except DebiasKitError:
+        pass
+
+
+FIELD = st.sampled_from(["female", "male", "12.5", "1e3", "nan", "-4", "100", ""]) | st.text(alphabet='abc ,"\n\r\t-.%é0', max_size=8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(st.lists(FIELD, min_size=1, max_size=4), max_size=5), header=st.booleans())
+def test_data_file_fuzz_with_a_valid_header_raises_only_the_project_error(tmp_path_factory, rows, header):
+    """Rows of near-valid fields under the real header reach the row checks, which plain random text rarely does."""
+    path = tmp_path_factory.mktemp("fuzz") / "jobs.csv"
+    path.write_text((HEADER if header else "") + "\n".join(",".join(row) for row in rows), encoding="utf-8")
+    try:
+        read_occupations_csv(path, "x", "x")
+    except DebiasKitError:
+        pass
+
+
+def test_ctrl_c_without_out_says_nothing_was_saved(tiny_llama_dir, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("debiaskit.cli.run_comparison", interrupted)
+    result = invoke("compare", "--model", tiny_llama_dir, "--device", "cpu", "-m", "none")
+    assert result.exit_code == 130
+    assert "interrupted; nothing was saved (no --out). Run with --out DIR" in result.stderr
+
+
+def test_plugin_problems_on_the_command_line(tmp_path):
+    broken, typo = tmp_path / "broken", tmp_path / "typo"
+    broken.mkdir(), typo.mkdir()
+    (broken / "a_broken.py").write_text("import no_such_module_xyz\n")
+    (broken / "b_odd.py").write_text(ODD_FAMILY)
+    result = invoke("--plugins-dir", broken, "datasets")
+    assert result.exit_code == 0 and "odd: a target word" in result.stdout  # the other file still loaded
+    assert f"plugin failed to load: {broken / 'a_broken.py'}: ModuleNotFoundError" in result.stderr
+    (typo / "typo.py").write_text("from debiaskit import hookimpl\n@hookimpl\ndef register_method(register):\n    pass\n")
+    assert_bad_input(invoke("--plugins-dir", typo, "methods"), "register_method", "debiaskit's hooks are register_commands")

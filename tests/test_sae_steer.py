@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from click.testing import CliRunner
-from test_sae_ablation import FAMILY, TEXTS, fitted, logits, no_hooks_left, save_tiny_sae
+from test_sae_ablation import TEXTS, fitted, logits, no_hooks_left, save_tiny_sae
 
 from debiaskit import DebiasKitError
 from debiaskit.plugins.sae_steer import SAELatentSteering, steer_hook

@@ -27,7 +27,19 @@ class FailsInApply(Method):
             yield Intervention()
 
 
+class LeaksAHook(Method):
+    name = "leaks-a-hook"
+    description = "adds a hook directly (not through `hooked`), then raises: the host must remove it"
+
+    @contextmanager
+    def apply(self, lm):
+        lm.model.add_hook("blocks.0.hook_resid_post", lambda resid, hook: resid * 0)
+        raise RuntimeError("left a hook behind")
+        yield Intervention()
+
+
 @hookimpl
 def register_methods(register):
     register(FailsInFit)
     register(FailsInApply)
+    register(LeaksAHook)

@@ -1,0 +1,84 @@
+"""No leakage between methods, contained failures, and reproducible numbers, on the tiny model with real plugins.
+
+After every method, succeeded or failed, the model's logits on a fixed probe batch are bit-identical to those before
+the run and no hook is left; each method's row is bit-identical whatever ran before it (and whether or not a failing
+method ran), so a fresh run with the same seed gives the same numbers. (Across processes: tests/test_resume.py.)"""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from debiaskit.compare import Comparer
+from debiaskit.data import Occupation, OccupationSet, project_data_dir
+from debiaskit.evaluator import NEUTRAL_TEXT_FILE, NeutralText
+from debiaskit.plugin_host import load_plugins
+
+PLUGINS = Path(__file__).resolve().parent / "plugins_for_tests"
+JOBS = OccupationSet("four", "test", (Occupation("nurse", "female", 91.3), Occupation("secretary", "female", 93.0),
+                                      Occupation("plumber", "male", 2.3), Occupation("mechanic", "male", 1.8)))
+PROBE = ["The nurse said that", "Yesterday the mechanic told us that it", "A"]
+OPTIONS = {"leace": {"layers": "1"}}
+NEUTRAL_CHARS = 2000
+
+
+def comparer(lm, host, seed=0):
+    family = host.templates.get("template family", "pronoun")
+    runner = Comparer(lm, JOBS, family, seed=seed, n_folds=2, bootstrap=20, heldout_templates=2)
+    text = (project_data_dir() / NEUTRAL_TEXT_FILE).read_text(encoding="utf-8")
+    runner.neutral = NeutralText(lm, text[:NEUTRAL_CHARS])  # the KL and perplexity cost on a shorter text: faster
+    return runner
+
+
+def score(lm, host, names, after_each=None, seed=0):
+    """Rows by method name (timings dropped), running `names` in this order on one Comparer."""
+    runner = comparer(lm, host, seed)
+    rows = {}
+    for name in names:
+        run = runner.run(name, host.methods.get("method", name), OPTIONS.get(name, {}))
+        rows[name] = {k: v for k, v in run.row.items() if k != "seconds"}
+        if after_each is not None:
+            after_each(name)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def host():
+    return load_plugins(PLUGINS)
+
+
+def test_methods_leave_no_trace_and_are_scored_as_if_alone(tiny_lm, host):
+    probe = tiny_lm.make_batch([tiny_lm.encode(text) for text in PROBE])
+    with torch.no_grad():
+        before = tiny_lm.run(probe)
+    weights = {name: tensor.clone() for name, tensor in tiny_lm.model.state_dict().items()}
+
+    def unchanged(name):
+        with torch.no_grad():
+            assert torch.equal(tiny_lm.run(probe), before), f"{name} changed the model's logits"
+        assert all(torch.equal(weights[k], v) for k, v in tiny_lm.model.state_dict().items()), name
+        assert not [p for p, hook in tiny_lm.model.hook_dict.items() if hook.fwd_hooks or hook.bwd_hooks], name
+
+    with_failures = score(tiny_lm, host, ["none", "fails-in-fit", "logit-rebalance", "leaks-a-hook", "leace",
+                                          "fails-in-apply"], after_each=unchanged)
+    assert with_failures["fails-in-fit"]["status"] == "failed" and "fit exploded" in with_failures["fails-in-fit"]["error"]
+    assert "left a hook behind" in with_failures["leaks-a-hook"]["error"]
+    assert "apply exploded" in with_failures["fails-in-apply"]["error"]
+
+    reordered = score(tiny_lm, host, ["none", "leace", "logit-rebalance"])
+    for name in ("none", "leace", "logit-rebalance"):
+        assert reordered[name] == with_failures[name], name  # bit-identical rows, whatever ran before or failed
+    assert with_failures["leace"]["status"] == "ok" and with_failures["leace"]["kl"] > 0
+
+
+
+def test_run_files_are_whole_and_as_readable_as_any_file(tmp_path):
+    import os
+
+    from debiaskit.reporting import atomic_write_text
+
+    atomic_write_text(tmp_path / "summary.json", "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary file left
+    assert (tmp_path / "summary.json").stat().st_mode & 0o777 == 0o666 & ~mask
