@@ -237,12 +237,15 @@ def write_heatmap(table: pd.DataFrame, path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import SymLogNorm
 
     labels = [f"{component} @ {position}" for component, position in SITES]
     grid = np.stack([table[(table.component == c) & (table.position == p)].sort_values("layer").indirect_effect.to_numpy()
                      for c, p in SITES])
     figure, axes = plt.subplots(figsize=(max(6.0, 0.3 * grid.shape[1] + 2), 3.0))
-    image = axes.imshow(grid, aspect="auto", cmap="viridis")
+    # symmetric log colours: one site (SmolLM2's block-0 MLP) can be a hundred times the rest
+    norm = SymLogNorm(linthresh=0.05, vmin=min(grid.min(), -grid.max()), vmax=max(grid.max(), -grid.min()))
+    image = axes.imshow(grid, aspect="auto", cmap="RdBu_r", norm=norm)
     axes.set_yticks(range(len(labels)), labels)
     axes.set_xticks(range(0, grid.shape[1], max(1, grid.shape[1] // 15)))
     axes.set_xlabel("layer")

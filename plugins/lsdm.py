@@ -48,9 +48,10 @@ from debiaskit.plugins.leace import LabelledText, definitional_examples, labelle
 
 RIDGE = 1e-6
 BATCH_SIZE = 64
-# Layers 2 and 3 of SmolLM2's 30: `debiaskit locate --templates-per-job 4` ranks the MLP output at the occupation's
-# last token highest in the bottom layers (see README, "Locating gender"); seed 002 edits the bottom MLPs likewise.
-DEFAULT_LAYERS = (2, 3)
+# Layer 0 of SmolLM2's 30: `debiaskit locate --templates-per-job 1` (40 jobs) gives the MLP output at the occupation's
+# last token in block 0 an indirect effect of 41.4 against a total effect of 28.5; the next MLP sites (blocks 21 and
+# 24: 5.1, 3.4) are far behind and no other bottom MLP passes 0.5. Seed 002 likewise edits the bottom MLPs.
+DEFAULT_LAYERS = (0,)
 
 
 def solve_edit(keys: torch.Tensor, wanted: torch.Tensor, neutral_keys: torch.Tensor, preserve: float,
