@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from debiaskit.bootstrap import paired_intervals
 from debiaskit.controls import build_control_prompts, definitional_acc, definitional_nouns
@@ -99,6 +100,8 @@ class Comparer:
                                      bootstrap=bootstrap, seeds=(seed, *self.extra_seeds) if self.extra_seeds else ())
         self._baseline_cost: NeutralCost | None = None
         self._baseline_frame: pd.DataFrame | None = None
+        self._weights = weight_fingerprint(lm)
+        self._weights_changed_by: str | None = None  # a method that left the weights changed: nothing after is scored
 
     def run(self, name: str, method_class: type[Method], given: Mapping[str, Any]) -> MethodRun:
         """Score one method and append its row; errors become a failed row, never an exception."""
@@ -106,6 +109,9 @@ class Comparer:
         try:
             if self._baseline_frame is None and name != BASELINE:
                 raise RuntimeError(f"the baseline {BASELINE!r} must be scored before {name!r}")
+            if self._weights_changed_by is not None:
+                raise DebiasKitError(f"not scored: method {self._weights_changed_by} left the model's weights changed; "
+                                     f"run {name} without it")
             method = method_class(**dict(given))
             frame, control, cost, details, protocol = self._score(name, method, self.seed)
             row = self._row(name, frame, control, cost, details, protocol)
@@ -120,6 +126,11 @@ class Comparer:
             result = MethodRun({"method": name, "status": "failed", "error": f"{type(error).__name__}: {error}"})
         finally:
             self.lm.model.reset_hooks(including_permanent=True)
+        if self._weights_changed_by is None and not torch.equal(weight_fingerprint(self.lm), self._weights):
+            self._weights_changed_by = name
+            message = f"{name} changed the model's weights and did not restore them; later methods are not scored"
+            print(f"debiaskit: {message}", file=sys.stderr)
+            result = MethodRun({"method": name, "status": "failed", "error": f"DebiasKitError: {message}"})
         result.row["seconds"] = round(time.perf_counter() - started, 2)
         self.comparison.runs.append(result)
         return result
@@ -194,6 +205,14 @@ class Comparer:
         row.update(verdict_counts(per_job(self._baseline_frame), per_job(frame)))
         row.update(details)
         return row
+
+
+def weight_fingerprint(lm: LoadedModel) -> torch.Tensor:
+    """Per parameter, its float64 sum and sum of squares: equal after a bit-exact restore, changed by any edit
+    that is left in place (checked after every method; the host keeps no copy of the weights to restore from)."""
+    with torch.no_grad():
+        return torch.stack([torch.stack([p.double().sum(), p.double().square().sum()]).cpu()
+                            for p in lm.model.parameters()])
 
 
 def run_comparison(lm: LoadedModel, occupations: OccupationSet, family: TemplateFamily,

@@ -4,11 +4,13 @@ After every method, succeeded or failed, the model's logits on a fixed probe bat
 the run and no hook is left; each method's row is bit-identical whatever ran before it (and whether or not a failing
 method ran), so a fresh run with the same seed gives the same numbers. (Across processes: tests/test_resume.py.)"""
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 
+from debiaskit import Intervention, Method, Option
 from debiaskit.compare import Comparer
 from debiaskit.data import Occupation, OccupationSet, project_data_dir
 from debiaskit.evaluator import NEUTRAL_TEXT_FILE, NeutralText
@@ -82,3 +84,37 @@ def test_run_files_are_whole_and_as_readable_as_any_file(tmp_path):
     os.umask(mask)
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary file left
     assert (tmp_path / "summary.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+class EditsWeights(Method):
+    """Doubles an MLP's output weights while applied; with `restore` false it never puts them back."""
+
+    name = "edits-weights"
+    description = "a temporary weight edit, restored or not"
+    options = (Option("restore", bool, True, "put the original weights back on exit"),)
+
+    @contextmanager
+    def apply(self, lm):
+        weight = lm.model.blocks[0].mlp.W_out
+        original = weight.detach().clone()
+        with torch.no_grad():
+            weight.mul_(2)
+        try:
+            yield Intervention()
+        finally:
+            if self.settings["restore"]:
+                with torch.no_grad():
+                    weight.copy_(original)
+
+
+def test_weights_left_edited_fail_the_method_and_stop_later_scoring(tiny_lm, host):
+    lm = tiny_lm  # a fresh model per test: this one is left with its weights edited
+    runner = comparer(lm, host)
+    runner.run("none", host.methods.get("method", "none"), {})
+    restored = runner.run("restores", EditsWeights, {"restore": True})
+    assert restored.ok, restored.row["error"]
+    assert restored.row["stereotype_gap"] != runner.comparison.runs[0].row["stereotype_gap"]  # the edit did act
+    kept = runner.run("keeps-edit", EditsWeights, {"restore": False})
+    later = runner.run("logit-rebalance", host.methods.get("method", "logit-rebalance"), {})
+    assert not kept.ok and "did not restore them" in kept.row["error"]
+    assert not later.ok and "keeps-edit left the model's weights changed" in later.row["error"]
