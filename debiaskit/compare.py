@@ -258,13 +258,17 @@ def check_methods(lm: LoadedModel, methods: Sequence[tuple[str, type[Method], Ma
 
 
 def _merge_details(details: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One fold's details as they are; over folds, numbers are averaged and anything else kept per fold."""
+    """One fold's details as they are; over folds, a value every fold shares is kept once, other numbers are
+    averaged and anything else is kept per fold."""
     if len(details) == 1:
         return dict(details[0])
     merged: dict[str, Any] = {}
     for key in dict.fromkeys(k for d in details for k in d):
         values = [d.get(key) for d in details]
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        merged[key] = float(np.mean(values)) if numeric else values
+        if all(v == values[0] for v in values):
+            merged[key] = values[0]
+        else:
+            merged[key] = float(np.mean(values)) if numeric else values
     return merged
 
