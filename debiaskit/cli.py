@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from debiaskit.compare import BASELINE, DEFAULT_FOLDS, Comparison, MethodRun, check_methods, run_comparison
+from debiaskit.compare import BASELINE, DEFAULT_FOLDS, Comparison, MethodRun, check_folds, check_methods, run_comparison
 from debiaskit.bootstrap import DEFAULT_RESAMPLES
 from debiaskit.errors import DebiasKitError
 from debiaskit.evaluator import DEFAULT_BATCH_SIZE
@@ -20,7 +20,7 @@ from debiaskit.plugin_host import PluginHost, load_plugins
 from debiaskit.reporting import FORMATS, atomic_write_text, check_writable, render, write_run
 from debiaskit.report import CONTROLS_FILE, write_report
 from debiaskit.sweep import parse_seeds
-from debiaskit.data import job_folds, template_split
+from debiaskit.data import template_split
 from debiaskit.resume import check_resumable, data_fingerprint, resume_command, resume_option_callback
 
 VERSIONED_PACKAGES = ("debiaskit", "torch", "transformer-lens", "sae-lens", "transformers", "concept-erasure", "pandas", "numpy")
@@ -144,7 +144,7 @@ def compare_command(context: click.Context, methods: tuple[str, ...], model: str
         occupations, family = _load_data(host, dataset, template_family)
         extra_seeds = parse_seeds(seeds or "")
         template_split(family, heldout_templates, seed)  # checked before the model loads
-        job_folds(occupations.occupations, folds, seed)
+        check_folds(occupations, plan, folds, seed, in_sample)
         if out is not None:
             check_writable(out)
         lm = load_model(model, device=device, dtype=dtype)

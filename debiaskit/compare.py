@@ -11,6 +11,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch
 from debiaskit.bootstrap import paired_intervals
 from debiaskit.controls import build_control_prompts, definitional_acc, definitional_nouns
 from debiaskit.errors import DebiasKitError
-from debiaskit.data import OccupationSet, TemplateFamily, job_folds, template_split
+from debiaskit.data import Occupation, OccupationSet, TemplateFamily, job_folds, template_split
 from debiaskit.evaluator import DEFAULT_BATCH_SIZE, NeutralCost, NeutralText, build_prompts, score_prompts
 from debiaskit.method import FitContext, Method
 from debiaskit.metrics import bias_summary, gap_change_pct, per_job, ppl_ratio, verdict_counts
@@ -89,7 +90,6 @@ class Comparer:
         self.seed, self.in_sample, self.batch_size = seed, in_sample, batch_size
         self.n_folds, self.bootstrap = n_folds, bootstrap
         self.extra_seeds = tuple(s for s in dict.fromkeys(seeds) if s != seed)
-        self.folds = job_folds(occupations.occupations, n_folds, seed)
         self.fit_family, scored_templates = template_split(family, heldout_templates, seed)
         self.targets = target_tokens(lm.tokenizer, family)
         self.prompts = build_prompts(occupations.occupations, family, scored_templates)
@@ -102,6 +102,12 @@ class Comparer:
         self._baseline_frame: pd.DataFrame | None = None
         self._weights = weight_fingerprint(lm)
         self._weights_changed_by: str | None = None  # a method that left the weights changed: nothing after is scored
+
+    @cached_property
+    def folds(self) -> list[tuple[tuple[Occupation, ...], tuple[Occupation, ...]]]:
+        """The k-fold split over jobs, made when a method first learns from jobs (a data set too small for
+        --folds is an error only then)."""
+        return job_folds(self.occupations.occupations, self.n_folds, self.seed)
 
     def run(self, name: str, method_class: type[Method], given: Mapping[str, Any]) -> MethodRun:
         """Score one method and append its row; errors become a failed row, never an exception."""
@@ -255,6 +261,24 @@ def check_methods(lm: LoadedModel, methods: Sequence[tuple[str, type[Method], Ma
             raise DebiasKitError(f"method {name} cannot run on {lm.name}: {error}") from None
         except Exception:  # noqa: BLE001 - contained when the method runs
             continue
+
+
+def check_folds(occupations: OccupationSet, methods: Sequence[tuple[str, type[Method], Mapping[str, Any]]],
+                n_folds: int, seed: int, in_sample: bool) -> None:
+    """Raise DebiasKitError when a method that learns from jobs will be scored on held-out folds and the data set
+    cannot be split into `n_folds`; a run with no such method never splits the jobs, so any --folds is fine."""
+    if in_sample or not any(_learns_from_jobs(method_class, given) for _, method_class, given in methods):
+        return
+    job_folds(occupations.occupations, n_folds, seed)
+
+
+def _learns_from_jobs(method_class: type[Method], given: Mapping[str, Any]) -> bool:
+    try:
+        return method_class(**dict(given)).uses_jobs()
+    except DebiasKitError:
+        raise  # an option out of range: bad input, said before the model loads
+    except Exception:  # noqa: BLE001 - a plugin bug, reported in the method's own row
+        return False
 
 
 def _merge_details(details: Sequence[dict[str, Any]]) -> dict[str, Any]:
