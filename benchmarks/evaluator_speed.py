@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from debiaskit.evaluator import build_prompts, score_prompts
-from debiaskit.model import load_model, resolve_device
+from debiaskit.model import load_model
 from debiaskit.plugin_host import load_plugins
 from debiaskit.sae_source import EMBEDDED, load_sae
 from debiaskit.targets import target_tokens

@@ -12,7 +12,6 @@ import base64
 import html
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -15,7 +15,6 @@ the very label the stereotype gap is computed from, so its number would measure 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,12 +26,11 @@ import torch
 from concept_erasure import LeaceEraser, LeaceFitter
 
 from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, hooked, hookimpl
-from debiaskit.data import TemplateFamily, gendered_words
+from debiaskit.concepts import POSITIONS, LabelledText, job_examples, read_at_positions, word_pair_examples
+from debiaskit.data import gendered_words
 
 CONCEPTS = ("definitional", "occupations")
-FIT_POSITIONS = ("word", "all", "last")
 PROBE_PAIR_SHARE = 0.4  # of the definitional [female, male] pairs: never fitted on, kept for the probe
-BATCH_SIZE = 64
 # Layer 20 of SmolLM2's 30, from an earlier `debiaskit leace-sweep --layers 4,8,12,16,20,24` that read the gap on the
 # occupations40 jobs (the largest cut at the lowest kl short of layer 24, where erasure also wiped gender from words
 # that carry it by definition: actress -> she). That sweep scored the evaluation jobs, so the choice is provisional
@@ -42,16 +40,6 @@ LAYERS_OPTION = Option("layers", tuple, (20,), "erase the residual stream after 
 
 def resid_hook_name(layer: int) -> str:
     return f"blocks.{layer}.hook_resid_post"
-
-
-@dataclass(frozen=True)
-class LabelledText:
-    """A token sequence (anchor first), the positions whose activations are examples, their label and word group."""
-
-    tokens: tuple[int, ...]
-    positions: tuple[int, ...]
-    label: int  # 1 = female (a female word, or a female-dominated job)
-    group: str  # examples sharing a group (a word pair, a job) stay on one side of a probe split
 
 
 @dataclass(frozen=True)
@@ -69,7 +57,7 @@ class LeaceErasure(Method):
         Option("concept", str, "definitional", "fit on gendered words (definitional) or on training-fold jobs",
                choices=CONCEPTS),
         Option("fit_positions", str, "word", "positions fitted on: the gendered word's (or job's) tokens, all, or last",
-               choices=FIT_POSITIONS),
+               choices=POSITIONS),
         Option("blend", float, 1.0, "0 = unchanged, 1 = full erasure: x - blend * (x - eraser(x))"),
     )
     strength_knob = "blend"
@@ -97,13 +85,14 @@ class LeaceErasure(Method):
         # The standard erasure check (as in INLP and LEACE): split the word pairs, fit the eraser on one part, train
         # a fresh probe on that part's erased activations and test it on the other part's, whose words neither saw.
         fit_pairs, test_pairs = split_pairs(gendered_words().fit_pairs, context.seed)
-        fit_words = definitional_examples(lm, fit_pairs, positions)
+        contexts = gendered_words().fit_contexts
+        fit_words = word_pair_examples(lm, fit_pairs, contexts, positions)
         if self.uses_jobs():
             examples = job_examples(lm, context.train_jobs, context.templates, positions)
         else:
             examples = fit_words
         self.erasers = fit_erasers(lm, examples, self.layers, blend)
-        self.probe = verify(lm, fit_words, definitional_examples(lm, test_pairs, positions), self.layers,
+        self.probe = verify(lm, fit_words, word_pair_examples(lm, test_pairs, contexts, positions), self.layers,
                             erasure_hooks(lm, self.erasers, blend))
 
     @contextmanager
@@ -174,82 +163,17 @@ def split_pairs(pairs: Sequence[tuple[str, str]], seed: int) -> tuple[list[tuple
     return [pairs[i] for i in order[n_probe:]], [pairs[i] for i in order[:n_probe]]
 
 
-def definitional_examples(lm: LoadedModel, pairs: Sequence[tuple[str, str]], positions: str) -> list[LabelledText]:
-    """Each pair's two words in every neutral context; `word` positions are the gendered word's tokens."""
-    contexts = gendered_words().fit_contexts
-    return [
-        labelled_text(lm, context.format(word=word), word, positions, label, group=f"{female}/{male}")
-        for female, male in pairs
-        for context in contexts
-        for word, label in ((female, 1), (male, 0))
-    ]
-
-
-def job_examples(lm: LoadedModel, jobs: Sequence[Any], family: TemplateFamily, positions: str) -> list[LabelledText]:
-    """Every training job in every template, labelled 1 for female-dominated jobs; `word` positions are the job's."""
-    return [
-        labelled_text(lm, family.prompt(template, job.name), job.name, positions, int(job.group == "female"), job.name)
-        for job in jobs
-        for template in family.templates
-    ]
-
-
-def labelled_text(lm: LoadedModel, text: str, word: str, positions: str, label: int, group: str) -> LabelledText:
-    tokens = tuple(lm.encode(text))
-    first = len(tokens) - len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # 1 after the anchor
-    if positions == "last":
-        chosen: tuple[int, ...] = (len(tokens) - 1,)
-    elif positions == "all":
-        chosen = tuple(range(max(first, 1), len(tokens)))  # never the anchor, also with no anchor token
-    else:
-        chosen = tuple(first + i for i in word_token_indices(lm, text, word))
-    return LabelledText(tokens, chosen, label, group)
-
-
-def word_token_indices(lm: LoadedModel, text: str, word: str) -> list[int]:
-    """Indices (in the tokenisation of `text` alone) of the tokens that overlap the first whole-word `word`."""
-    found = re.search(rf"\b{re.escape(word)}\b", text)
-    if found is None:
-        raise DebiasKitError(f"cannot find the word {word!r} in {text!r}")
-    try:
-        offsets = lm.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    except NotImplementedError:
-        raise DebiasKitError(f"leace fit_positions=word needs a fast tokenizer (with offsets); {lm.name}'s has none. "
-                             "Use -o leace.fit_positions=last or all") from None
-    return [i for i, (start, end) in enumerate(offsets) if start < found.end() and end > found.start()]
-
-
 def collect(lm: LoadedModel, examples: Sequence[LabelledText], layers: Sequence[int],
             hooks: Sequence[tuple[str, Any]]) -> dict[int, Activations]:
     """Per layer, the residual stream at each example's positions, read after `hooks` (installed first, so an
     eraser at that layer is already applied)."""
-    gathered: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
-    labels: list[int] = []
-    groups: list[str] = []
-    for start in range(0, len(examples), BATCH_SIZE):
-        chunk = examples[start:start + BATCH_SIZE]
-        batch = lm.make_batch([example.tokens for example in chunk])
-        width = batch.tokens.shape[1]
-        rows = torch.tensor([row for row, ex in enumerate(chunk) for _ in ex.positions])
-        columns = torch.tensor([width - len(ex.tokens) + p for ex in chunk for p in ex.positions])
-        if not len(rows):
-            continue
-        seen: dict[int, torch.Tensor] = {}
-
-        def record(resid: torch.Tensor, hook: Any) -> None:  # resid [batch, pos, d_model]
-            seen[hook.layer()] = resid[rows, columns].detach().to("cpu", torch.float64)
-
-        readers = [(resid_hook_name(layer), record) for layer in layers]
-        with torch.no_grad(), hooked(lm, [*hooks, *readers]):
-            lm.run(batch, stop_at_layer=max(layers) + 1)
-        for layer in layers:
-            gathered[layer].append(seen[layer])
-        labels += [ex.label for ex in chunk for _ in ex.positions]
-        groups += [ex.group for ex in chunk for _ in ex.positions]
+    labels = [example.label for example in examples for _ in example.positions]
     if not labels:
         raise DebiasKitError("leace found no positions to fit on; check fit_positions and the fit texts")
+    groups = tuple(example.group for example in examples for _ in example.positions)
+    read = read_at_positions(lm, examples, [resid_hook_name(layer) for layer in layers], hooks, max(layers) + 1)
     label_tensor = torch.tensor(labels, dtype=torch.float64)
-    return {layer: Activations(torch.cat(gathered[layer]), label_tensor, tuple(groups)) for layer in layers}
+    return {layer: Activations(read[resid_hook_name(layer)], label_tensor, groups) for layer in layers}
 
 
 def logistic_probe():

@@ -41,13 +41,12 @@ from typing import Any
 
 import torch
 
-from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, hooked, hookimpl
+from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, hookimpl
+from debiaskit.concepts import LabelledText, job_examples, read_at_positions, word_pair_examples
 from debiaskit.data import gendered_words, project_data_dir
 from debiaskit.evaluator import NEUTRAL_TEXT_FILE, NeutralText
-from debiaskit.plugins.leace import LabelledText, definitional_examples, labelled_text
 
 RIDGE = 1e-6
-BATCH_SIZE = 64
 # Layer 0 of SmolLM2's 30: `debiaskit locate --templates-per-job 1` (40 jobs) gives the MLP output at the occupation's
 # last token in block 0 an indirect effect of 41.4 against a total effect of 28.5; the next MLP sites (blocks 21 and
 # 24: 5.1, 3.4) are far behind and no other bottom MLP passes 0.5. Seed 002 likewise edits the bottom MLPs.
@@ -98,10 +97,9 @@ class LeastSquaresDebias(Method):
         bad = [layer for layer in self.layers if not 0 <= layer < lm.n_layers]
         if bad:
             raise DebiasKitError(f"option lsdm.layers has {bad[0]}; {lm.name} has blocks 0 to {lm.n_layers - 1}")
-        jobs = [labelled_text(lm, context.templates.prompt(t, job.name), job.name, "word", int(job.group == "female"),
-                              job.name) for job in context.train_jobs for t in context.templates.templates]
-        jobs = [last_word_token(example) for example in jobs]
-        words = [last_word_token(example) for example in definitional_examples(lm, gendered_words().fit_pairs, "word")]
+        jobs = [example.last_position_only() for example in job_examples(lm, context.train_jobs, context.templates, "word")]
+        words = [example.last_position_only()
+                 for example in word_pair_examples(lm, gendered_words().fit_pairs, gendered_words().fit_contexts, "word")]
         neutral = neutral_examples(lm, self.settings["preserve_text"])
         self.edits, self.fit_report = {}, {}
         anchor = [LabelledText(tuple(lm.encode("")), (0,), 0, "anchor")] if lm.anchor_token_id is not None else []
@@ -156,10 +154,6 @@ def relative_norm(part: torch.Tensor, whole: torch.Tensor) -> float:
     return float(part.norm() / whole.norm().clamp_min(1e-12))
 
 
-def last_word_token(example: LabelledText) -> LabelledText:
-    return LabelledText(example.tokens, example.positions[-1:], example.label, example.group)
-
-
 def neutral_examples(lm: LoadedModel, path: str) -> list[LabelledText]:
     """Every non-anchor token of the preserve text, in the evaluator's 128-token anchored chunks."""
     if path:
@@ -173,27 +167,11 @@ def neutral_examples(lm: LoadedModel, path: str) -> list[LabelledText]:
     return [LabelledText(tuple(seq), tuple(range(first, len(seq))), 0, "neutral") for seq in NeutralText(lm, text).sequences]
 
 
-@torch.no_grad()
 def read_mlp(lm: LoadedModel, examples: Sequence[LabelledText], layer: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(keys [n, d_mlp], outputs [n, d_model]) of block `layer`'s MLP at every example position, float64 on the CPU."""
-    keys, outputs = [], []
-    for start in range(0, len(examples), BATCH_SIZE):
-        chunk = examples[start:start + BATCH_SIZE]
-        batch = lm.make_batch([example.tokens for example in chunk])
-        width = batch.tokens.shape[1]
-        rows = torch.tensor([row for row, ex in enumerate(chunk) for _ in ex.positions])
-        columns = torch.tensor([width - len(ex.tokens) + p for ex in chunk for p in ex.positions])
-        seen: dict[str, torch.Tensor] = {}
-
-        def record(activation: torch.Tensor, hook: Any) -> None:
-            seen[hook.name] = activation[rows, columns].detach().to("cpu", torch.float64)
-
-        names = (f"blocks.{layer}.mlp.hook_post", f"blocks.{layer}.hook_mlp_out")
-        with hooked(lm, [(name, record) for name in names]):
-            lm.run(batch, stop_at_layer=layer + 1)
-        keys.append(seen[names[0]])
-        outputs.append(seen[names[1]])
-    return torch.cat(keys), torch.cat(outputs)
+    key_hook, output_hook = f"blocks.{layer}.mlp.hook_post", f"blocks.{layer}.hook_mlp_out"
+    read = read_at_positions(lm, examples, [key_hook, output_hook], stop_at_layer=layer + 1)
+    return read[key_hook], read[output_hook]
 
 
 @hookimpl

@@ -38,9 +38,9 @@ import click
 import torch
 
 from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, hooked, hookimpl
+from debiaskit.concepts import LabelledText, job_examples, labelled_text, read_at_positions
 from debiaskit.data import gendered_words, project_data_dir
 from debiaskit.evaluator import NEUTRAL_TEXT_FILE
-from debiaskit.plugins.leace import LabelledText, labelled_text
 from debiaskit.sae_source import EMBEDDED, LoadedSAE, load_sae, stop_layer
 from debiaskit.sae_training import ARCHITECTURES
 
@@ -51,7 +51,6 @@ RARE_SHARE = 3 / 20  # ... and "rare" in the other group when at most 3 of 20 do
 MIN_DIFFERENCE = 0.05  # seed: |male mean - female mean| must exceed this
 LATENTS_SHOWN = 3  # latents listed in a table row (the rest are counted)
 TOKENS_SHOWN = 3  # top-activating tokens shown per latent
-BATCH_SIZE = 64
 
 SAE_OPTION = Option("sae", str, EMBEDDED, "'embedded' (smollm2), an SAELens disk directory, or RELEASE/SAE_ID")
 
@@ -150,9 +149,7 @@ class SAELatentAblation(SAEMethod):
     def fit(self, context: FitContext) -> None:
         loaded = self.load(context.model)
         if self.uses_jobs():
-            examples = [labelled_text(context.model, context.templates.prompt(template, job.name), job.name, "word",
-                                      int(job.group == "female"), job.name)
-                        for job in context.train_jobs for template in context.templates.templates]
+            examples = job_examples(context.model, context.train_jobs, context.templates, "word")
         else:
             examples = definitional_examples(context.model)
         self.stats = example_stats(context.model, loaded, examples, self.settings["threshold"])
@@ -237,39 +234,16 @@ def definitional_examples(lm: LoadedModel) -> list[LabelledText]:
 def example_stats(lm: LoadedModel, loaded: LoadedSAE, examples: Sequence[LabelledText], threshold: float) -> LatentStats:
     """Mean latent activation over each example group's tokens (a word over its contexts, a job over its templates),
     then per-latent statistics over the groups labelled male (0) and female (1)."""
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
-    labels: dict[str, int] = {}
-    for start in range(0, len(examples), BATCH_SIZE):
-        chunk = examples[start:start + BATCH_SIZE]
-        for example, acts in zip(chunk, latent_activations(lm, loaded, chunk)):
-            sums[example.group] = sums.get(example.group, 0) + acts.sum(0)
-            counts[example.group] = counts.get(example.group, 0) + len(acts)
-            labels[example.group] = example.label
-    means = {group: sums[group] / counts[group] for group in sums}
-    male = [means[g] for g in means if labels[g] == 0]
-    female = [means[g] for g in means if labels[g] == 1]
+    inputs = read_at_positions(lm, examples, [loaded.hook_name], stop_at_layer=stop_layer(loaded.hook_name))[loaded.hook_name]
+    with torch.no_grad():
+        latents = loaded.sae.encode(inputs.to(lm.device, torch.float32)).float().cpu()  # [n_positions, d_sae]
+    group_of_row = [example.group for example in examples for _ in example.positions]
+    label_of = {example.group: example.label for example in examples}
+    means = {group: latents[[row for row, g in enumerate(group_of_row) if g == group]].mean(0) for group in label_of}
+    male = [means[g] for g in means if label_of[g] == 0]
+    female = [means[g] for g in means if label_of[g] == 1]
     return LatentStats.of(torch.stack(male) if male else torch.empty(0), torch.stack(female) if female else torch.empty(0),
                           threshold)
-
-
-@torch.no_grad()
-def latent_activations(lm: LoadedModel, loaded: LoadedSAE, chunk: Sequence[LabelledText]) -> list[torch.Tensor]:
-    """Per example, the SAE's latent activations [n_positions, d_sae] (CPU, float32) at the example's positions."""
-    batch = lm.make_batch([example.tokens for example in chunk])
-    width = batch.tokens.shape[1]
-    seen: dict[str, torch.Tensor] = {}
-
-    def read(activation: torch.Tensor, hook: Any) -> None:
-        seen["x"] = activation.detach()
-
-    with hooked(lm, [(loaded.hook_name, read)]):
-        lm.run(batch, stop_at_layer=stop_layer(loaded.hook_name))
-    out = []
-    for row, example in enumerate(chunk):
-        columns = [width - len(example.tokens) + position for position in example.positions]
-        out.append(loaded.sae.encode(seen["x"][row, columns].float()).float().cpu())
-    return out
 
 
 def describe_latents(lm: LoadedModel | None, loaded: LoadedSAE, stats: LatentStats, latents: Sequence[int], limit: int) -> str:

@@ -8,7 +8,8 @@ from debiaskit import DebiasKitError, FitContext, hooked
 from debiaskit.cli import cli
 from debiaskit.data import gendered_words
 from debiaskit.plugin_host import load_plugins
-from debiaskit.plugins.leace import (Activations, LeaceErasure, cross_validated_probe_accuracy, labelled_text,
+from debiaskit.concepts import labelled_text
+from debiaskit.plugins.leace import (Activations, LeaceErasure, cross_validated_probe_accuracy,
                                      probe_accuracy)
 
 

@@ -4,7 +4,6 @@ Chromium); then `compare --out` and `sweep --out` on the tiny model write the sa
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -1,0 +1,113 @@
+"""Labelled examples of a concept (gendered words, jobs by group) and the activations at their positions.
+
+Several methods learn from the same material: LEACE fits an eraser on it, the SAE methods pick latents from it,
+LSDM reads MLP keys from it. What they share lives here, so each reads the same positions the same way: the
+anchor token is never an example position (its activations are ~100x larger than the rest in Llama-family models),
+and a position is counted from the end of its left-padded row.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from debiaskit.data import Occupation, TemplateFamily
+from debiaskit.errors import DebiasKitError
+from debiaskit.method import ActivationHook, hooked
+from debiaskit.model import LoadedModel
+
+POSITIONS = ("word", "all", "last")
+BATCH_SIZE = 64
+
+
+@dataclass(frozen=True)
+class LabelledText:
+    """A token sequence (anchor first), the positions whose activations are examples, their label and word group."""
+
+    tokens: tuple[int, ...]
+    positions: tuple[int, ...]
+    label: int  # 1 = female (a female word, or a female-dominated job)
+    group: str  # examples sharing a group (a word pair, a job) stay on one side of a probe split
+
+    def last_position_only(self) -> LabelledText:
+        return LabelledText(self.tokens, self.positions[-1:], self.label, self.group)
+
+
+def labelled_text(lm: LoadedModel, text: str, word: str, positions: str, label: int, group: str) -> LabelledText:
+    """`text` tokenised with the anchor; `positions` is `word` (the tokens of the first whole-word `word`), `all`
+    (every token but the anchor) or `last`."""
+    tokens = tuple(lm.encode(text))
+    first = len(tokens) - len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # 1 after the anchor
+    if positions == "last":
+        chosen: tuple[int, ...] = (len(tokens) - 1,)
+    elif positions == "all":
+        chosen = tuple(range(max(first, 1), len(tokens)))  # never the anchor, also with no anchor token
+    elif positions == "word":
+        chosen = tuple(first + i for i in word_token_indices(lm, text, word))
+    else:
+        raise DebiasKitError(f"positions {positions!r}: accepted {', '.join(POSITIONS)}")
+    return LabelledText(tokens, chosen, label, group)
+
+
+def word_token_indices(lm: LoadedModel, text: str, word: str) -> list[int]:
+    """Indices (in the tokenisation of `text` alone) of the tokens that overlap the first whole-word `word`."""
+    found = re.search(rf"\b{re.escape(word)}\b", text)
+    if found is None:
+        raise DebiasKitError(f"cannot find the word {word!r} in {text!r}")
+    try:
+        offsets = lm.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    except NotImplementedError:
+        raise DebiasKitError(f"positions=word needs a fast tokenizer (with offsets); {lm.name}'s has none. "
+                             "Use positions last or all") from None
+    return [i for i, (start, end) in enumerate(offsets) if start < found.end() and end > found.start()]
+
+
+def word_pair_examples(lm: LoadedModel, pairs: Sequence[tuple[str, str]], contexts: Sequence[str],
+                       positions: str) -> list[LabelledText]:
+    """Each (female, male) pair's two words in every context (`{word}` marks the slot), grouped by pair."""
+    return [
+        labelled_text(lm, context.format(word=word), word, positions, label, group=f"{female}/{male}")
+        for female, male in pairs
+        for context in contexts
+        for word, label in ((female, 1), (male, 0))
+    ]
+
+
+def job_examples(lm: LoadedModel, jobs: Sequence[Occupation], family: TemplateFamily, positions: str) -> list[LabelledText]:
+    """Every job in every template of `family`, labelled 1 for female-dominated jobs and grouped by job."""
+    return [
+        labelled_text(lm, family.prompt(template, job.name), job.name, positions, int(job.group == "female"), job.name)
+        for job in jobs
+        for template in family.templates
+    ]
+
+
+@torch.no_grad()
+def read_at_positions(lm: LoadedModel, examples: Sequence[LabelledText], hook_names: Sequence[str],
+                      hooks: Sequence[ActivationHook] = (), stop_at_layer: int | None = None) -> dict[str, torch.Tensor]:
+    """Per hook point, the activations at every example's positions, in example order: [n_positions, d] float64 on
+    the CPU. `hooks` are installed first, so an intervention at or below a hook point is already applied there."""
+    gathered: dict[str, list[torch.Tensor]] = {name: [] for name in hook_names}
+    for start in range(0, len(examples), BATCH_SIZE):
+        chunk = examples[start:start + BATCH_SIZE]
+        batch = lm.make_batch([example.tokens for example in chunk])
+        width = batch.tokens.shape[1]
+        rows = torch.tensor([row for row, example in enumerate(chunk) for _ in example.positions], dtype=torch.long)
+        columns = torch.tensor([width - len(example.tokens) + position for example in chunk
+                                for position in example.positions], dtype=torch.long)
+        if not len(rows):
+            continue
+        seen: dict[str, torch.Tensor] = {}
+
+        def record(activation: torch.Tensor, hook: Any) -> None:  # activation [batch, pos, d]
+            seen[hook.name] = activation[rows, columns].detach().to("cpu", torch.float64)
+
+        with hooked(lm, [*hooks, *((name, record) for name in hook_names)]):
+            lm.run(batch, stop_at_layer=stop_at_layer)
+        for name in hook_names:
+            gathered[name].append(seen[name])
+    return {name: torch.cat(parts) if parts else torch.empty(0, 0, dtype=torch.float64) for name, parts in gathered.items()}
