@@ -5,7 +5,7 @@ add coeff x a latent's decoder direction W_dec[latent] to the residual stream at
 editable position, and print generations with and without it (same seed, so the two differ only by the steering).
 
 `sae-steer` turns that into a debiasing method comparable with `sae-ablation`: it takes the latents
-sae-ablation's selection chooses (same options, same statistics) and, instead of scaling them by a factor, steers
+`debiaskit.sae_latents` chooses (the same selection options and statistics as sae-ablation) and, instead of scaling them by a factor, steers
 each chosen latent i toward its cross-group mean t_i = (male_mean_i + female_mean_i) / 2 (the means of the group
 activations the selection measured). With z = encode(x) and strength s:
 
@@ -26,16 +26,7 @@ import click
 import torch
 
 from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Option, hooked, hookimpl
-from debiaskit.plugins.sae_ablation import (
-    EMBEDDED,
-    SAE_OPTION,
-    SELECTIONS,
-    LATENTS_SHOWN,
-    LatentStats,
-    SAELatentAblation,
-    SAEMethod,
-    describe_latents,
-)
+from debiaskit.sae_latents import EMBEDDED, SAE_OPTION, SELECTION_OPTIONS, SAEMethod
 from debiaskit.sae_source import load_sae
 
 MODES = ("mean", "clamp")
@@ -45,10 +36,7 @@ class SAELatentSteering(SAEMethod):
     name = "sae-steer"
     description = "SAE feature steering (seed 001): move the gender latents toward their cross-group mean"
     options = (
-        SAE_OPTION,
-        Option("selection", str, "contrast", "which latents: as sae-ablation's selection", choices=SELECTIONS),
-        Option("n_latents", int, 10, "latents kept by contrast and topk selection"),
-        Option("threshold", float, 0.2, "as sae-ablation.threshold"),
+        *SELECTION_OPTIONS,
         Option("mode", str, "mean", "mean: steer where the latent is active; clamp: at every position", choices=MODES),
         Option("strength", float, 1.0, "share of the way to the cross-group mean (0 = no change, 1 = all the way)"),
     )
@@ -58,26 +46,12 @@ class SAELatentSteering(SAEMethod):
         super().__init__(**given)
         if not 0.0 <= self.settings["strength"] <= 1.0:
             raise DebiasKitError(f"option sae-steer.strength got {self.settings['strength']}; it takes a number from 0 to 1")
-        self.selector = SAELatentAblation(sae=self.settings["sae"], selection=self.settings["selection"],
-                                          n_latents=self.settings["n_latents"], threshold=self.settings["threshold"])
-        self.latents: list[int] = []
         self.targets = torch.empty(0)
 
-    def uses_jobs(self) -> bool:
-        return self.selector.uses_jobs()
-
     def fit(self, context: FitContext) -> None:
-        self.loaded = self.selector.load(context.model)
-        self.selector.fit(context)
-        stats = self.stats
-        self.latents = list(self.selector.latents)
+        self.select_latents(context)
+        stats = self.require_stats()
         self.targets = 0.5 * (stats.male_mean[self.latents] + stats.female_mean[self.latents])
-
-    @property
-    def stats(self) -> LatentStats:
-        if self.selector.stats is None:
-            raise DebiasKitError("sae-steer was applied before it was fitted; call fit() first")
-        return self.selector.stats
 
     @contextmanager
     def apply(self, lm: LoadedModel) -> Iterator[Intervention]:
@@ -87,9 +61,7 @@ class SAELatentSteering(SAEMethod):
             yield Intervention()
 
     def details(self) -> dict[str, Any]:
-        loaded = self.require_loaded()
-        return {"sae": loaded.source, "n_latents": len(self.latents),
-                "latents": describe_latents(None, loaded, self.stats, self.latents, LATENTS_SHOWN)}
+        return self.latent_details()
 
 
 def steer_hook(lm: LoadedModel, sae: Any, latents: Sequence[int], targets: torch.Tensor, strength: float, mode: str):

@@ -8,14 +8,8 @@ import torch
 
 from debiaskit import DebiasKitError, FitContext
 from debiaskit.data import TemplateFamily, gendered_words
-from debiaskit.plugins.sae_ablation import (
-    LatentStats,
-    SAELatentAblation,
-    SAESplice,
-    select_by_counts,
-    select_top,
-    splice_hook,
-)
+from debiaskit.plugins.sae_ablation import SAELatentAblation, SAESplice, splice_hook
+from debiaskit.sae_latents import LatentStats, select_by_counts, select_top
 from debiaskit.sae_source import load_sae
 
 HOOK = "blocks.1.hook_resid_post"
