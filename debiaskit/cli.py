@@ -85,9 +85,11 @@ def methods_command(context: click.Context) -> None:
     registry = _host(context).methods
     for name, method_class in registry.things.items():
         click.echo(f"{name}: {method_class.description}  [{registry.sources[name]}]")
-        for option in method_class.options:
+        settings = [f"-o {name}.{option.name}={option.as_typed(option.default)}" for option in method_class.options]
+        width = max(map(len, settings), default=0)
+        for option, setting in zip(method_class.options, settings):
             knob = "  (strength knob)" if option.name == method_class.strength_knob else ""
-            click.echo(f"    -o {name}.{option.name}={option.default!r:<12} {option.describe_type():<14} {option.help}{knob}")
+            click.echo(f"    {setting:<{width}}  [{option.describe_type()}] {option.help}{knob}")
 
 
 @cli.command("datasets")

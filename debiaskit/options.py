@@ -31,6 +31,14 @@ class Option:
             return "|".join(self.choices)
         return {tuple: "int,int,...", bool: "true|false"}.get(self.type, self.type.__name__)
 
+    def as_typed(self, value: Any) -> str:
+        """`value` as it would be written after `-o method.key=` (e.g. `0,21`, `true`)."""
+        if self.type is tuple:
+            return ",".join(str(item) for item in value)
+        if self.type is bool:
+            return "true" if value else "false"
+        return str(value)
+
     def coerce(self, value: Any, owner: str) -> Any:
         """`value` (a CLI string or a Python value) as this option's type, or a DebiasKitError."""
         where = f"option {owner}.{self.name}"

@@ -4,6 +4,7 @@ from hypothesis import strategies as st
 
 from debiaskit import DebiasKitError, Option
 from debiaskit.options import parse_assignments, resolve_settings
+from debiaskit.plugin_host import load_plugins
 
 OPTIONS = (
     Option("factor", float, 0.3, "scale"),
@@ -51,3 +52,11 @@ def test_option_parsing_raises_only_the_project_error(assignments):
             resolve_settings("m", OPTIONS, given)
     except DebiasKitError:
         pass
+
+
+def test_every_listed_default_reads_back_as_itself():
+    # `debiaskit methods` prints each default as it would be typed after -o method.key=; typing it must give it back
+    host = load_plugins()
+    for name, method_class in host.methods.things.items():
+        for option in method_class.options:
+            assert option.coerce(option.as_typed(option.default), name) == option.default, (name, option.name)
