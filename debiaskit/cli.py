@@ -17,7 +17,7 @@ from debiaskit.evaluator import DEFAULT_BATCH_SIZE
 from debiaskit.model import DEVICE_CHOICES, DTYPES, EMBEDDED_MODEL, load_model
 from debiaskit.options import parse_assignments, resolve_settings
 from debiaskit.plugin_host import PluginHost, load_plugins
-from debiaskit.reporting import FORMATS, atomic_write_text, check_writable, render, write_run
+from debiaskit.reporting import FORMATS, atomic_write_text, check_writable, headline_table, render, write_run
 from debiaskit.report import CONTROLS_FILE, write_report
 from debiaskit.sweep import parse_seeds
 from debiaskit.data import template_split
@@ -181,7 +181,10 @@ def compare_command(context: click.Context, methods: tuple[str, ...], model: str
         raise UserError(str(error)) from None
     except KeyboardInterrupt:
         _report_interrupt(context, out)
-    click.echo(render(comparison.header(), comparison.rows(), fmt), nl=False)
+    if fmt == "table":
+        click.echo(headline_table(comparison.header(), comparison.rows()), nl=False)
+    else:
+        click.echo(render(comparison.header(), comparison.rows(), fmt), nl=False)
     if out is not None:
         report = write_report(out)
         click.echo(f"debiaskit: report written to {report}", err=True)

@@ -47,6 +47,36 @@ def render(header: dict[str, Any], rows: Sequence[dict[str, Any]], fmt: str) -> 
     return title + "\n" + _plain(list(frame.columns), cells)
 
 
+def headline_table(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
+    """The terminal view of a comparison: one row per method with the headline columns (the gap's interval as one
+    cell), then each method's own columns (layers, latents, probe accuracies) and errors on a line of their own."""
+    frame = summary_frame(rows)
+    shown = [c for c in LEADING_COLUMNS if c in frame.columns and c not in ("gap_ci_low", "gap_ci_high", "change_ci_low",
+                                                                            "change_ci_high", *VERDICTS)]
+    columns = shown[:3] + (["gap_95ci"] if "gap_ci_low" in frame.columns else []) + shown[3:] + ["protocol"]
+    cells = []
+    for row in rows:
+        values = {**row, "gap_95ci": _interval(row.get("gap_ci_low"), row.get("gap_ci_high"))}
+        cells.append([_cell(values.get(column)) for column in columns])
+    details = []
+    for row in rows:
+        own = {k: v for k, v in row.items() if k not in LEADING_COLUMNS and k not in TRAILING_COLUMNS and _cell(v)}
+        if row.get("status") != "ok":
+            details.append(f"  {row['method']}: failed: {row.get('error')}")
+        elif own:
+            details.append(f"  {row['method']}: " + "; ".join(f"{k}={_cell(v)}" for k, v in own.items()))
+    title = f"model={header.get('model')}  dataset={header.get('dataset')}  templates={header.get('templates')}  seed={header.get('seed')}"
+    footer = ["method details:", *details] if details else []
+    footer.append("(per-job verdicts and every column: --format csv or json, or --out DIR)")
+    return title + "\n" + _plain(columns, cells) + "\n".join(footer) + "\n"
+
+
+def _interval(low: Any, high: Any) -> str:
+    if low is None or high is None or any(isinstance(v, float) and math.isnan(v) for v in (low, high)):
+        return ""
+    return f"{_cell(low)} to {_cell(high)}"
+
+
 def _cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from debiaskit.cli import cli
 from debiaskit.report import write_report
-from debiaskit.reporting import render
+from debiaskit.reporting import headline_table, render
 
 HEADER = {"model": "tiny", "dataset": "occupations40", "templates": "pronoun", "seed": 3, "folds": 5,
           "protocol": "held-out jobs", "bootstrap": 200, "seeds": []}
@@ -103,3 +103,14 @@ def test_compare_and_sweep_write_the_report(tiny_llama_dir, tmp_path):
     assert {"job_shares.png", "gap_kl.png", "frontiers.png"} <= {p.name for p in (tmp_path / "figures").iterdir()}
     assert "Matched cost" in (tmp_path / "report.html").read_text() and (tmp_path / "matched_cost.tex").is_file()
     assert invoke("report", str(tmp_path / "nowhere")).exit_code == 2
+
+
+def test_terminal_table_keeps_headline_columns_and_lists_the_rest_below():
+    rows = [*ROWS[:2], {**ROWS[2]}, {**ROWS[1], "method": "leace", "layers": "8", "probe_acc_after": 0.5}]
+    lines = headline_table(HEADER, rows).splitlines()
+    columns = lines[1].split()
+    assert columns[:4] == ["method", "status", "stereotype_gap", "gap_95ci"] and columns[-1] == "protocol"
+    assert "gap_ci_low" not in columns and "layers" not in columns
+    assert lines[3].split()[:6] == ["my_method&co", "ok", "0.1235", "0.1000", "to", "0.1500"]
+    assert "  broken: failed: RuntimeError: boom" in lines
+    assert "  leace: layers=8; probe_acc_after=0.5000" in lines
