@@ -62,3 +62,20 @@ def test_template_split_is_checked():
     assert template_split(family, 0, 0) == (family, list(range(17)))
     with pytest.raises(DebiasKitError, match="1 to 16"):
         template_split(family, 17, 0)
+
+
+def test_folds_are_checked_only_when_a_method_learns_from_jobs():
+    from debiaskit.compare import check_folds
+    from debiaskit.data import Occupation, OccupationSet
+    from debiaskit.plugins.leace import LeaceErasure
+
+    jobs = OccupationSet("four", "test", tuple(Occupation(name, group, pct) for name, group, pct in
+                                               (("nurse", "female", 91), ("maid", "female", 88),
+                                                ("plumber", "male", 2), ("welder", "male", 5))))
+    no_jobs = [("none", load_plugins().methods.get("method", "none"), {}), ("leace", LeaceErasure, {})]
+    check_folds(jobs, no_jobs, 5, 0, in_sample=False)  # nothing is split, so 5 folds of 2 jobs per group is fine
+    learns = [*no_jobs, ("leace@jobs", LeaceErasure, {"concept": "occupations"})]
+    check_folds(jobs, learns, 5, 0, in_sample=True)  # in-sample: no split either
+    check_folds(jobs, learns, 2, 0, in_sample=False)
+    with pytest.raises(DebiasKitError, match="--folds 5: accepted 2 to 2"):
+        check_folds(jobs, learns, 5, 0, in_sample=False)
