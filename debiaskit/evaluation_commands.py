@@ -20,7 +20,7 @@ from debiaskit.sweep import DEFAULT_BUDGETS, matched_cost_rows, parse_budgets, p
 @click.command("sweep")
 @click.option("-m", "--method", "methods", multiple=True, required=True, help="Method to sweep (repeatable).")
 @click.option("--knob", "knobs", multiple=True,
-              help="key=v1,v2,... (method.key=... with several methods; ';' between values of a list option); "
+              help="key=v1,v2,... (method.key=... with several methods; ';' between values of a list option, quoted for the shell: 'leace.layers=4;8'); "
                    "one per method swept (`debiaskit methods` marks each method's strength knob).")
 @click.option("--budget", "budgets", default=",".join(map(str, DEFAULT_BUDGETS)), show_default=True,
               help="kl budgets (nats) of the matched-cost table, comma-separated.")

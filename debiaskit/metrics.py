@@ -83,6 +83,8 @@ def bias_verdict(group: str, male_before: float, female_before: float, male_afte
     A change smaller than `threshold_pct` percent counts as none. For a female-dominated job the stereotyped
     pronoun is the female one (and vice versa): stereotyped down and the other up is `reduced`, the opposite
     or both up is `amplified`, both down is `reduced` when |P_male - P_female| shrank and `both_changed` otherwise.
+    This is the seed's rule as written (its "complex case"): a proportional drop of both, which leaves the share
+    unchanged, still counts as `reduced`, so the verdict counts are read beside `stereotype_gap` and `gender_mass`.
     """
     def change(before: float, after: float) -> int:
         pct = 100.0 * (after - before) / before if before > 0 else 0.0

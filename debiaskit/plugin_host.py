@@ -31,8 +31,10 @@ DEFAULT_PLUGINS = (
     "debiaskit.plugins.lsdm",
     "debiaskit.plugins.sae_steer",
 )
+# The baseline row and the built-in data sets: every comparison needs them, so they load whatever the env var says.
+ALWAYS_LOADED = ("debiaskit.plugins.none", "debiaskit.plugins.occupation_datasets")
 ENTRY_POINT_GROUP = "debiaskit"
-ONLY_PLUGINS_ENV = "DEBIASKIT_LOAD_PLUGINS"  # comma-separated module or entry-point names: load only these
+ONLY_PLUGINS_ENV = "DEBIASKIT_LOAD_PLUGINS"  # comma-separated module or entry-point names: load only these (and ALWAYS_LOADED)
 
 
 @dataclass
@@ -78,7 +80,7 @@ def load_plugins(plugins_dir: str | Path | None = None) -> PluginHost:
     manager.add_hookspecs(hookspecs)
     only = {n.strip() for n in os.environ.get(ONLY_PLUGINS_ENV, "").split(",") if n.strip()}
     for module_name in DEFAULT_PLUGINS:
-        if not only or module_name in only or module_name.rsplit(".", 1)[-1] in only:
+        if not only or module_name in ALWAYS_LOADED or module_name in only or module_name.rsplit(".", 1)[-1] in only:
             manager.register(importlib.import_module(module_name), name=module_name)
     load_errors: list[str] = []
     _load_entry_points(manager, only, load_errors)

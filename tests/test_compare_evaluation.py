@@ -49,12 +49,12 @@ def test_heldout_templates_seed_spread_and_intervals(tiny_lm):
     assert len(scored) == 2 and set(comparer.prompts["template"]) == set(scored)
     assert all(len(fitted) == 15 and not set(fitted) & {family.templates[i] for i in scored} for fitted in SeededShe.fitted_on)
     assert len(SeededShe.fitted_on) == 3  # seeds 0, 1, 2
-    assert row["seeds"] == "0,1,2" and row["kl_sd"] > 0 and row["stereotype_gap_sd"] >= 0
+    assert row["seeds"] == "0,1,2" and row["kl_sd"] > 0 and row["stereotype_gap_sd"] > 0
     assert row["gap_ci_low"] <= row["stereotype_gap"] <= row["gap_ci_high"]
-    # boosting ' she' everywhere moves the control prompts towards female: male nouns can only lose accuracy
+    # boosting ' she' everywhere moves every control prompt towards female: proof they were scored with the method
     control = comparer.comparison.runs[1].control
     assert set(control["seed"]) == {0} and len(control) == 40 * 2
-    assert (control["p_female"].to_numpy() >= comparer.comparison.runs[0].control["p_female"].to_numpy() - 1e-12).all()
+    assert (control["p_female"].to_numpy() > comparer.comparison.runs[0].control["p_female"].to_numpy() + 1e-6).all()
 
 
 def test_template_split_is_checked():

@@ -62,6 +62,9 @@ def test_kl_per_position_by_hand():
         ("male", (0.5, 0.1), (0.45, 0.01), "both_changed"),  # both down, |difference| 0.4 -> 0.44
         ("male", (0.5, 0.1), (0.5004, 0.1), "neutral"),  # +0.08 % is under the 1 % threshold
         ("male", (0.5, 0.1), (0.4, 0.2), "reduced"),
+        # the seed's rule, kept as written: both halved leaves female_share at 1/6 yet |difference| 0.4 -> 0.2 counts
+        # as reduced; the table's share-based columns (stereotype_gap, gender_mass) are what expose such a method
+        ("male", (0.5, 0.1), (0.25, 0.05), "reduced"),
     ],
 )
 def test_bias_verdict(group, before, after, verdict):

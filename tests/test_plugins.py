@@ -76,9 +76,10 @@ def test_entry_point_plugins_load(monkeypatch):
 
 
 def test_only_plugins_env_limits_what_loads(monkeypatch):
-    monkeypatch.setenv("DEBIASKIT_LOAD_PLUGINS", "none")
+    monkeypatch.setenv("DEBIASKIT_LOAD_PLUGINS", "leace")
     host = load_plugins()
-    assert list(host.methods.things) == ["none"] and not host.datasets.things
+    assert list(host.methods.things) == ["none", "leace"]  # the baseline always loads
+    assert "occupations40" in host.datasets.things and "pronoun" in host.templates.things  # so do the built-in data sets
 
 
 def test_every_hook_and_its_arguments_are_documented_in_the_readme():

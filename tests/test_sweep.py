@@ -44,8 +44,10 @@ def test_parsing_knobs_and_budgets():
     assert parse_knob("factor=0,0.3", ["sae-ablation"]) == ("sae-ablation", "factor", ["0", "0.3"])
     assert parse_knob("leace.layers=4;8;4,8", ["leace", "x"]) == ("leace", "layers", ["4", "8", "4,8"])
     assert parse_budgets("0.02,0.05") == (0.02, 0.05)
-    for bad, message in (("factor=0", ["a", "b"]), ("factor", ["a"]), ("other.k=1", ["a"])):
-        with pytest.raises(DebiasKitError):
-            parse_knob(bad, message)
+    for bad, methods, message in (("factor=0", ["a", "b"], "with several methods name the method"),
+                                  ("factor", ["a"], "expected key=v1,v2"),
+                                  ("other.k=1", ["a"], "'other' is not among the methods swept")):
+        with pytest.raises(DebiasKitError, match=message):
+            parse_knob(bad, methods)
     with pytest.raises(DebiasKitError, match="above 0"):
         parse_budgets("0,-1")
