@@ -9,6 +9,7 @@ SmolLM2); giving every sequence the same first token keeps that sink identical a
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import importlib.util
 import sys
@@ -250,15 +251,17 @@ def anchor_token_id(tokenizer: Any) -> int | None:
 
 def _load_transformer_lens(name: str, device: str, dtype: torch.dtype) -> LoadedModel:
     from sae_lens import HookedSAETransformer
-    from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES, get_official_model_name
+    from transformer_lens.loading_from_pretrained import MODEL_ALIASES, OFFICIAL_MODEL_NAMES, get_official_model_name
 
     try:
         get_official_model_name(name)
     except ValueError:
+        known = [*OFFICIAL_MODEL_NAMES, *(alias for aliases in MODEL_ALIASES.values() for alias in aliases)]
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
         raise DebiasKitError(
             f"unknown model {name!r}; accepted: 'smollm2' (embedded, offline), a local Llama-architecture "
-            "Hugging Face directory, or a TransformerLens model name such as "
-            f"{', '.join(sorted(OFFICIAL_MODEL_NAMES)[:3])} ... (see transformer_lens OFFICIAL_MODEL_NAMES)"
+            "Hugging Face directory, or a TransformerLens model name such as gpt2-small or mistral-7b"
+            + (f" (close: {', '.join(close)})" if close else "") + "; the full list is transformer_lens's OFFICIAL_MODEL_NAMES"
         ) from None
     try:
         model = HookedSAETransformer.from_pretrained(name, device=device, dtype=dtype)
