@@ -239,8 +239,8 @@ def leace_sweep(context: click.Context, layer_list: str, model: str, device: str
         comparison = run_comparison(lm, occupations, family, plan, seed=seed)
     except DebiasKitError as error:
         raise click.UsageError(str(error)) from None
-    columns = ("method", "status", "stereotype_gap", "gap_change_pct", "kl", "probe_acc_before", "probe_acc_after",
-               "probe_acc_after_retrained", "error")
+    columns = ("method", "status", "stereotype_gap", "gap_change_pct", "definitional_acc", "kl", "probe_acc_before",
+               "probe_acc_after", "probe_acc_after_retrained", "error")
     rows = [{key: row.get(key) for key in columns if key in row} for row in comparison.rows()]
     click.echo(render(comparison.header(), rows, "table"), nl=False)
     if any(row["status"] != "ok" for row in rows):
