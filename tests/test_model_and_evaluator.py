@@ -78,6 +78,24 @@ def test_neutral_text_cost_is_zero_for_the_baseline_and_positive_otherwise(tiny_
     assert shifted.kl > 0 and shifted.nll != baseline.nll
 
 
+def test_neutral_text_cost_equals_one_sequence_at_a_time(tiny_lm):
+    # chunks of 32 tokens leave a shorter last chunk, so the batched pass pads; padding must not count
+    neutral = NeutralText(tiny_lm, text="The river runs past the old mill and the bridge. " * 7, chunk_tokens=32)
+    assert len({len(sequence) for sequence in neutral.sequences}) > 1
+    neutral.record_baseline()
+    got = neutral.cost(lambda logits, tokens: logits * 0.5)
+    kl_terms, nll_terms = [], []
+    with torch.no_grad():
+        for sequence in neutral.sequences:
+            logits = tiny_lm.model(torch.tensor([sequence]))[0, :-1].double()  # [pos - 1, vocab], no padding
+            base, halved = torch.log_softmax(logits, -1), torch.log_softmax(logits * 0.5, -1)
+            kl_terms += (base.exp() * (base - halved)).sum(-1).tolist()
+            nll_terms += (-halved[torch.arange(len(sequence) - 1), torch.tensor(sequence[1:])]).tolist()
+    assert len(kl_terms) == sum(len(sequence) - 1 for sequence in neutral.sequences)
+    assert got.kl == pytest.approx(float(np.mean(kl_terms)), rel=1e-4)
+    assert got.nll == pytest.approx(float(np.mean(nll_terms)), rel=1e-4)
+
+
 def test_multi_token_target_variants_are_reported_and_unknown_words_rejected(tiny_lm):
     from debiaskit.data import TemplateFamily
 
