@@ -250,7 +250,9 @@ def write_heatmap(table: pd.DataFrame, path: Path, title: str) -> None:
     axes.set_xticks(range(0, grid.shape[1], max(1, grid.shape[1] // 15)))
     axes.set_xlabel("layer")
     axes.set_title(title, fontsize=9)
-    figure.colorbar(image, ax=axes, label="indirect effect (mean)")
+    # ticks at 0 and at powers of ten beyond the linear band, so the labels around 0 do not overlap
+    powers = [10.0 ** k for k in range(-1, int(np.ceil(np.log10(max(norm.vmax, 0.1)))) + 1) if 10.0 ** k <= norm.vmax]
+    figure.colorbar(image, ax=axes, label="indirect effect (mean)", ticks=[-p for p in reversed(powers)] + [0.0] + powers)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
