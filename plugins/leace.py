@@ -31,10 +31,11 @@ from debiaskit.data import gendered_words
 
 CONCEPTS = ("definitional", "occupations")
 PROBE_PAIR_SHARE = 0.4  # of the definitional [female, male] pairs: never fitted on, kept for the probe
-# Layer 20 of SmolLM2's 30, from an earlier `debiaskit leace-sweep --layers 4,8,12,16,20,24` that read the gap on the
-# occupations40 jobs (the largest cut at the lowest kl short of layer 24, where erasure also wiped gender from words
-# that carry it by definition: actress -> she). That sweep scored the evaluation jobs, so the choice is provisional
-# until a sweep on a disjoint job set (`--dataset csv:OTHER_JOBS`) confirms it.
+# Layer 20 of SmolLM2's 30. `debiaskit leace-sweep --layers 4,8,12,16,20,24` on the occupations40 jobs: gap -25% (layer
+# 4), -40% (8), -59% (12), -60% (16), -66% (20), -100% (24), kl 0.005-0.010 at each. On 49 WinoGender jobs disjoint
+# from occupations40 (`--dataset csv:...`, so the choice is not tuned on the scored jobs): -9%, -38%, -36%, -41%,
+# -35%, -91%. Layers 8-20 are alike there; 24 also wipes gender from words that carry it by definition (actress ->
+# she), so it is left out.
 LAYERS_OPTION = Option("layers", tuple, (20,), "erase the residual stream after these blocks (blocks.L.hook_resid_post)")
 
 
