@@ -51,7 +51,7 @@ RIDGE = 1e-6
 # indirect effect at the occupation's last token: block 0 162.8, block 21 7.7, block 24 5.1; total effect 86.8).
 # Held-out (5-fold over jobs), editing block 0 alone left the gap unchanged (+4%, within noise; -9% in-sample): patching
 # block 0's whole output carries the token's identity, its gender component alone does little. Blocks 0, 21 and 24
-# together cut the gap by 52% held-out.
+# together cut the gap by 52% held-out, also when preserving on other text (kl 0.002 on the unseen neutral text).
 DEFAULT_LAYERS = (0, 21, 24)
 
 
