@@ -85,15 +85,15 @@ class LeaceErasure(Method):
         self.check(lm)
         # The standard erasure check (as in INLP and LEACE): split the word pairs, fit the eraser on one part, train
         # a fresh probe on that part's erased activations and test it on the other part's, whose words neither saw.
-        fit_pairs, test_pairs = split_pairs(gendered_words().fit_pairs, context.seed)
-        contexts = gendered_words().fit_contexts
-        fit_words = word_pair_examples(lm, fit_pairs, contexts, positions)
+        vocabulary = gendered_words()
+        fit_pairs, test_pairs = split_pairs(vocabulary.fit_pairs, context.seed)
+        fit_words = word_pair_examples(lm, fit_pairs, vocabulary.fit_contexts, positions)
         if self.uses_jobs():
             examples = job_examples(lm, context.train_jobs, context.templates, positions)
         else:
             examples = fit_words
         self.erasers = fit_erasers(lm, examples, self.layers, blend)
-        self.probe = verify(lm, fit_words, word_pair_examples(lm, test_pairs, contexts, positions), self.layers,
+        self.probe = verify(lm, fit_words, word_pair_examples(lm, test_pairs, vocabulary.fit_contexts, positions), self.layers,
                             erasure_hooks(lm, self.erasers, blend))
 
     @contextmanager

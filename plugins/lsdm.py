@@ -100,8 +100,9 @@ class LeastSquaresDebias(Method):
         if bad:
             raise DebiasKitError(f"option lsdm.layers has {bad[0]}; {lm.name} has blocks 0 to {lm.n_layers - 1}")
         jobs = [example.last_position_only() for example in job_examples(lm, context.train_jobs, context.templates, "word")]
+        vocabulary = gendered_words()
         words = [example.last_position_only()
-                 for example in word_pair_examples(lm, gendered_words().fit_pairs, gendered_words().fit_contexts, "word")]
+                 for example in word_pair_examples(lm, vocabulary.fit_pairs, vocabulary.fit_contexts, "word")]
         neutral = neutral_examples(lm, self.settings["preserve_text"])
         self.edits, self.fit_report = {}, {}
         anchor = [LabelledText(tuple(lm.encode("")), (0,), 0, "anchor")] if lm.anchor_token_id is not None else []

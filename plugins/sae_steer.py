@@ -5,9 +5,9 @@ add coeff x a latent's decoder direction W_dec[latent] to the residual stream at
 editable position, and print generations with and without it (same seed, so the two differ only by the steering).
 
 `sae-steer` turns that into a debiasing method comparable with `sae-ablation`: it takes the latents
-`debiaskit.sae_latents` chooses (the same selection options and statistics as sae-ablation) and, instead of scaling them by a factor, steers
-each chosen latent i toward its cross-group mean t_i = (male_mean_i + female_mean_i) / 2 (the means of the group
-activations the selection measured). With z = encode(x) and strength s:
+`debiaskit.sae_latents` chooses (the selection options and statistics sae-ablation uses) and, instead of scaling
+them by a factor, steers each chosen latent i toward its cross-group mean t_i = (male_mean_i + female_mean_i) / 2
+(the means of the group activations the selection measured). With z = encode(x) and strength s:
 
     mode=mean   z'_i = z_i + s (t_i - z_i)  where latent i is active (z_i > 0); inactive positions are left alone
     mode=clamp  z'_i = z_i + s (t_i - z_i)  at every editable position (s = 1 clamps the latent to t_i)
