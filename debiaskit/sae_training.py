@@ -7,6 +7,13 @@ pretokenised `datasets.Dataset` in which every sequence starts with the model's 
 attention sink (see debiaskit/model.py): it is kept out of training (`seqpos_slice=(1, None)`) exactly as every
 intervention keeps it out of editing, so the SAE never spends capacity on an activation nobody edits.
 
+The decoder bias, which is subtracted from the input before encoding, starts at the geometric median of a sample of
+training activations, as in Gao et al. (appendix A.1, after Bricken et al. 2023); SAELens starts it at zero. On SmolLM2
+it decides the SAE's quality: at blocks.8.hook_resid_post the activations share an offset of norm ~97 (two dimensions
+carry 71 and 61 of it), against ~91 for the rest of a token's activation. Started at zero, the bias had reached norm
+0.5 after 800k tokens (391 steps), and 54% of the latents never fired on held-out text (explained variance 0.863);
+started at the median, the same run leaves 4.3% dead (explained variance 0.886, see the embedded SAE's card).
+
 The card (`card.json`) says what was trained on (file hashes, tokens seen) and how good the SAE is on the last
 HELDOUT_SHARE of every corpus file, which training never sees: explained variance, mean L0, dead latents, and the
 share of next-token cross-entropy recovered when the SAE's reconstruction replaces the activation.
@@ -23,7 +30,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +50,7 @@ BATCH_SIZE = 16
 TOP_TOKENS_PER_LATENT = 5
 CONTEXT_TOKENS_SHOWN = 3  # tokens shown before a top-activating token
 LR_DECAY_SHARE = 0.2  # the last share of training steps decays the learning rate linearly to 0
+BIAS_INIT_SEQUENCES = 64  # training sequences (~8k tokens) whose geometric median starts the decoder bias
 # SAELens architectures: topk and batchtopk keep k active latents per token; standard (ReLU with an L1 penalty) and
 # jumprelu (a learnt threshold per latent with an L0 penalty) trade sparsity for reconstruction by a coefficient
 K_ARCHITECTURES = ("topk", "batchtopk")
@@ -64,7 +72,7 @@ class TrainingSettings:
     sparsity_coefficient: float = 5.0  # standard: the L1 coefficient; jumprelu: the L0 coefficient
     training_tokens: int = 800_000
     seed: int = 0
-    device: str = "cpu"
+    device: str | None = None  # None: the model's device
     lr: float = 5e-4
     batch_tokens: int = 2048
     dead_feature_window: int = 50  # steps without firing before the TopK auxiliary loss revives a latent
@@ -130,6 +138,8 @@ def train_sae(lm: LoadedModel, corpus_dir: Path, out_dir: Path, settings: Traini
 
     if settings.architecture not in ARCHITECTURES:
         raise DebiasKitError(f"architecture {settings.architecture!r}; accepted: {', '.join(ARCHITECTURES)}")
+    if settings.device is None:
+        settings = replace(settings, device=str(lm.device))
     d_in = activation_width(lm, settings.hook_name)
     files = read_corpus(lm, corpus_dir)
     train = [list(s) for f in files for s in f.train_sequences]
@@ -169,8 +179,11 @@ def train_sae(lm: LoadedModel, corpus_dir: Path, out_dir: Path, settings: Traini
     torch.manual_seed(settings.seed)
     started = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):
-        trained = LanguageModelSAETrainingRunner(config, override_model=lm.model,
-                                                 override_dataset=Dataset.from_dict({"input_ids": train})).run()
+        runner = LanguageModelSAETrainingRunner(config, override_model=lm.model,
+                                                override_dataset=Dataset.from_dict({"input_ids": train}))
+        with torch.no_grad():
+            runner.sae.b_dec.copy_(initial_decoder_bias(lm, settings.hook_name, train[:BIAS_INIT_SEQUENCES]))
+        trained = runner.run()
     seconds = time.perf_counter() - started
     trained.save_inference_model(out_dir)
     # Ship half precision (the SAE is read back in float32 by `debiaskit.sae_source`); the card measures that copy.
@@ -186,6 +199,8 @@ def train_sae(lm: LoadedModel, corpus_dir: Path, out_dir: Path, settings: Traini
         "anchor_position": "prepended to every sequence; excluded from training, from these measurements and from ablation",
         "context_size": CONTEXT_SIZE,
         "settings": asdict(settings),
+        "decoder_bias_init": f"geometric median of the activations of {min(len(train), BIAS_INIT_SEQUENCES)} training "
+                             "sequences (anchor positions left out)",
         "tokens_seen": steps * settings.batch_tokens,
         "train_tokens_available": len(train) * (CONTEXT_SIZE - 1),
         "training_seconds": round(seconds, 1),
@@ -203,6 +218,27 @@ def train_sae(lm: LoadedModel, corpus_dir: Path, out_dir: Path, settings: Traini
     (out_dir / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     (out_dir / TOP_TOKENS_FILE).write_text(json.dumps(top_tokens, separators=(",", ":")) + "\n", encoding="utf-8")
     return card
+
+
+@torch.no_grad()
+def initial_decoder_bias(lm: LoadedModel, hook_name: str, sequences: Sequence[Sequence[int]]) -> torch.Tensor:
+    """The geometric median of the activations at `hook_name` over `sequences`, anchor positions left out."""
+    samples = [x[where].reshape(int(where.sum()), -1).double() for _, x, where in hook_activations(lm, hook_name, sequences)]
+    return geometric_median(torch.cat(samples))
+
+
+def geometric_median(points: torch.Tensor, iterations: int = 200, tolerance: float = 1e-7) -> torch.Tensor:
+    """The point with the least summed Euclidean distance to the rows of `points` [n, d], by Weiszfeld's algorithm
+    started at the mean (each step: the average of the points weighted by 1 / their distance to the estimate)."""
+    median = points.mean(0)
+    for _ in range(iterations):
+        weights = 1.0 / (points - median).norm(dim=1).clamp_min(1e-12)
+        updated = (weights[:, None] * points).sum(0) / weights.sum()
+        moved = float((updated - median).norm())
+        median = updated
+        if moved <= tolerance * max(float(median.norm()), 1.0):
+            break
+    return median
 
 
 def sparsity_settings(settings: TrainingSettings) -> dict[str, Any]:

@@ -149,15 +149,15 @@ def train_command(corpus: Path, out: Path, model: str, hook_name: str, d_sae: in
                   sparsity_coefficient: float, training_tokens: int, lr: float, batch_tokens: int, seed: int,
                   device: str) -> None:
     """Train an SAE on the *.txt files under CORPUS (Gutenberg boilerplate stripped) and write it with card.json."""
-    from debiaskit.model import load_model, resolve_device
+    from debiaskit.model import load_model
     from debiaskit.sae_training import TrainingSettings, train_sae
 
     try:
         if out.exists() and any(out.iterdir()):
             raise DebiasKitError(f"--out {out} is not empty; pass a new folder")
         settings = TrainingSettings(hook_name=hook_name, d_sae=d_sae, k=k, architecture=architecture,
-                                    sparsity_coefficient=sparsity_coefficient, training_tokens=training_tokens, seed=seed, device=resolve_device(device), lr=lr,
-                                    batch_tokens=batch_tokens)
+                                    sparsity_coefficient=sparsity_coefficient, training_tokens=training_tokens, seed=seed,
+                                    lr=lr, batch_tokens=batch_tokens)  # trains on the model's device
         lm = load_model(model, device=device)
         card = train_sae(lm, corpus, out, settings, command=shlex.join(["debiaskit", *sys.argv[1:]]))
     except DebiasKitError as error:

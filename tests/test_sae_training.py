@@ -15,6 +15,8 @@ from debiaskit.sae_training import (
     TOP_TOKENS_FILE,
     TrainingSettings,
     anchored_sequences,
+    geometric_median,
+    initial_decoder_bias,
     read_corpus,
     strip_gutenberg_boilerplate,
     train_sae,
@@ -50,6 +52,27 @@ def test_every_sequence_starts_with_the_anchor(tiny_lm):
     assert sequences and all(len(s) == CONTEXT_SIZE and s[0] == tiny_lm.anchor_token_id for s in sequences)
 
 
+def test_geometric_median_by_hand():
+    # on a line it is the ordinary median
+    assert geometric_median(torch.tensor([[0.0], [1.0], [10.0]], dtype=torch.float64)).item() == pytest.approx(1.0, abs=1e-6)
+    # a point holding half the mass or more is the median, however far the rest lies (the mean here is (25, 0))
+    majority = torch.tensor([[0.0, 0.0]] * 3 + [[100.0, 0.0]], dtype=torch.float64)
+    assert geometric_median(majority).tolist() == pytest.approx([0.0, 0.0], abs=1e-6)
+    # symmetric points: the centre
+    square = torch.tensor([[1.0, 1.0], [1.0, 3.0], [3.0, 1.0], [3.0, 3.0]], dtype=torch.float64)
+    assert geometric_median(square).tolist() == pytest.approx([2.0, 2.0], abs=1e-9)
+
+
+def test_decoder_bias_starts_at_the_median_of_non_anchor_activations(tiny_lm):
+    sequences = anchored_sequences(tiny_lm, PROSE * 20)[:3]
+    _, cache = tiny_lm.model.run_with_cache(torch.tensor(sequences), names_filter="blocks.1.hook_resid_post")
+    without_anchor = cache["blocks.1.hook_resid_post"][:, 1:].reshape(-1, 64).double()
+    expected = geometric_median(without_anchor)
+    assert torch.allclose(initial_decoder_bias(tiny_lm, "blocks.1.hook_resid_post", sequences), expected, atol=1e-5)
+    with_anchor = geometric_median(cache["blocks.1.hook_resid_post"].reshape(-1, 64).double())
+    assert not torch.allclose(with_anchor, expected, atol=1e-5)
+
+
 def test_corpus_needs_text(tiny_lm, tmp_path):
     with pytest.raises(DebiasKitError, match="no \\*.txt"):
         read_corpus(tiny_lm, tmp_path)
@@ -73,6 +96,7 @@ def test_tiny_sae_trains_reloads_and_has_a_card(tiny_lm, tmp_path):
     on_disk = json.loads((out / CARD_FILE).read_text())
     assert on_disk == card
     assert card["tokens_seen"] >= 4096 and card["command"] == "debiaskit sae train (test)"
+    assert card["decoder_bias_init"].startswith("geometric median")
     assert [f["name"] for f in card["corpus"]["files"]] == ["a.txt", "b.txt"]
     assert all(len(f["sha256"]) == 64 and f["heldout_tokens"] > 0 for f in card["corpus"]["files"])
     quality = card["quality"]
