@@ -14,7 +14,8 @@ from debiaskit.compare import BASELINE, DEFAULT_FOLDS, Comparison, MethodRun, ch
 from debiaskit.bootstrap import DEFAULT_RESAMPLES
 from debiaskit.errors import DebiasKitError
 from debiaskit.evaluator import DEFAULT_BATCH_SIZE
-from debiaskit.model import DEVICE_CHOICES, DTYPES, EMBEDDED_MODEL, load_model
+from debiaskit.command_options import model_options
+from debiaskit.model import load_model
 from debiaskit.options import parse_assignments, resolve_settings
 from debiaskit.plugin_host import PluginHost, load_plugins
 from debiaskit.reporting import FORMATS, atomic_write_text, check_writable, headline_table, render, write_run
@@ -109,10 +110,7 @@ def datasets_command(context: click.Context) -> None:
 @click.option("-m", "--method", "methods", multiple=True,
               help="Method to run (repeatable). Default: all registered. NAME@LABEL runs NAME again as its own row "
                    "with its own options (-o NAME@LABEL.key=value).")
-@click.option("--model", default=EMBEDDED_MODEL, show_default=True,
-              help="'smollm2' (embedded), a local Llama Hugging Face folder, or a TransformerLens model name.")
-@click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True)
-@click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True)
+@model_options
 @click.option("--dataset", default="occupations40", show_default=True, help="Data set name, NAME:ARGUMENT for loaders that take one.")
 @click.option("--templates", "template_family", default="pronoun", show_default=True, help="Template family.")
 @click.option("-o", "--option", "assignments", multiple=True, help="Method option, method.key=value (repeatable).")
@@ -281,10 +279,6 @@ def _generation_options(max_new_tokens: int) -> Any:
     """The options `generate` and `generation-eval` share: model, data the methods are fitted on, method options,
     seed, and sampling."""
     options = (
-        click.option("--model", default=EMBEDDED_MODEL, show_default=True,
-                     help="'smollm2' (embedded), a local Llama Hugging Face folder, or a TransformerLens model name."),
-        click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True),
-        click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True),
         click.option("--dataset", default="occupations40", show_default=True, help="Jobs the methods are fitted on (all of them)."),
         click.option("--templates", "template_family", default="pronoun", show_default=True, help="Template family."),
         click.option("-o", "--option", "assignments", multiple=True, help="Method option, method.key=value (repeatable)."),
@@ -296,7 +290,7 @@ def _generation_options(max_new_tokens: int) -> Any:
     def decorate(command: Any) -> Any:
         for option in reversed(options):
             command = option(command)
-        return command
+        return model_options(command)
 
     return decorate
 

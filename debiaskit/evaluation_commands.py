@@ -11,7 +11,8 @@ from debiaskit.cli import UserError, _host, _load_data, _plan_methods, _rerun_co
 from debiaskit.compare import BASELINE, DEFAULT_FOLDS, Comparer
 from debiaskit.errors import DebiasKitError
 from debiaskit.evaluator import DEFAULT_BATCH_SIZE
-from debiaskit.model import DEVICE_CHOICES, DTYPES, EMBEDDED_MODEL, load_model
+from debiaskit.command_options import model_options
+from debiaskit.model import load_model
 from debiaskit.report import SWEEP_FILE, label_of, write_report
 from debiaskit.reporting import _jsonable, atomic_write_text, check_writable, render
 from debiaskit.sweep import DEFAULT_BUDGETS, matched_cost_rows, parse_budgets, parse_knob, run_sweep
@@ -24,9 +25,7 @@ from debiaskit.sweep import DEFAULT_BUDGETS, matched_cost_rows, parse_budgets, p
                    "one per method swept (`debiaskit methods` marks each method's strength knob).")
 @click.option("--budget", "budgets", default=",".join(map(str, DEFAULT_BUDGETS)), show_default=True,
               help="kl budgets (nats) of the matched-cost table, comma-separated.")
-@click.option("--model", default=EMBEDDED_MODEL, show_default=True)
-@click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True)
-@click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True)
+@model_options
 @click.option("--dataset", default="occupations40", show_default=True)
 @click.option("--templates", "template_family", default="pronoun", show_default=True)
 @click.option("-o", "--option", "assignments", multiple=True, help="Fixed method option, method.key=value (repeatable).")

@@ -309,12 +309,12 @@ def cross_entropy_recovered(lm: LoadedModel, sae: Any, sequences: Sequence[Seque
     losses: dict[str, list[torch.Tensor]] = {name: [] for name in replacements}
     for start in range(0, len(sequences), BATCH_SIZE):
         batch = lm.make_batch(sequences[start:start + BATCH_SIZE])
-        for name, replace in replacements.items():
-            def splice(activation: torch.Tensor, hook: Any, replace=replace) -> torch.Tensor:
+        for name, substitute in replacements.items():
+            def splice(activation: torch.Tensor, hook: Any, substitute=substitute) -> torch.Tensor:
                 keep = lm.editable_mask(activation).reshape(*activation.shape[:2], *([1] * (activation.ndim - 2)))
-                return torch.where(keep, replace(activation), activation)
+                return torch.where(keep, substitute(activation), activation)
 
-            with hooked(lm, [(hook_name, splice)] if replace is not None else []):
+            with hooked(lm, [(hook_name, splice)] if substitute is not None else []):
                 losses[name].append(next_token_loss(lm.run(batch), batch.tokens))
     ce = {name: float(torch.cat(values).mean()) for name, values in losses.items()}
     return {

@@ -26,6 +26,7 @@ import torch
 from concept_erasure import LeaceEraser, LeaceFitter
 
 from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, hooked, hookimpl
+from debiaskit.command_options import model_options
 from debiaskit.concepts import POSITIONS, LabelledText, job_examples, read_at_positions, word_pair_examples
 from debiaskit.data import gendered_words
 
@@ -206,15 +207,14 @@ def cross_validated_probe_accuracy(data: Activations) -> float:
 
 @click.command("leace-sweep")
 @click.option("--layers", "layer_list", required=True, help="Layers to erase at, one at a time (e.g. 2,4,6).")
-@click.option("--model", default="smollm2", show_default=True, help="As for `debiaskit compare`.")
-@click.option("--device", default="auto", show_default=True)
+@model_options
 @click.option("--dataset", default="occupations40", show_default=True)
 @click.option("--templates", "template_family", default="pronoun", show_default=True)
 @click.option("-o", "--option", "assignments", multiple=True, help="Other leace options, leace.key=value (repeatable).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.pass_context
-def leace_sweep(context: click.Context, layer_list: str, model: str, device: str, dataset: str, template_family: str,
-                assignments: tuple[str, ...], seed: int) -> None:
+def leace_sweep(context: click.Context, layer_list: str, model: str, device: str, dtype: str, dataset: str,
+                template_family: str, assignments: tuple[str, ...], seed: int) -> None:
     """Fit, apply and score LEACE at one layer at a time; print gap, cost and probe accuracy per layer."""
     from debiaskit.compare import BASELINE, run_comparison
     from debiaskit.model import load_model
@@ -234,7 +234,7 @@ def leace_sweep(context: click.Context, layer_list: str, model: str, device: str
         family = host.templates.get("template family", template_family)
         options = given.get(LeaceErasure.name, {})
         LeaceErasure(**options)  # reject a bad option before the model loads
-        lm = load_model(model, device=device)
+        lm = load_model(model, device=device, dtype=dtype)
         plan = [(BASELINE, host.methods.get("method", BASELINE), {})]
         plan += [(f"leace@{layer}", LeaceErasure, {**options, "layers": (layer,)}) for layer in layers]
         comparison = run_comparison(lm, occupations, family, plan, seed=seed)

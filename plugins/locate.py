@@ -49,6 +49,7 @@ import torch
 from tqdm.auto import tqdm
 
 from debiaskit import DebiasKitError, LoadedModel, hooked, hookimpl
+from debiaskit.command_options import model_options
 from debiaskit.data import Occupation, TemplateFamily
 
 COMPONENTS = ("attn_out", "mlp_out")  # blocks.L.hook_{component}
@@ -259,8 +260,7 @@ def write_heatmap(table: pd.DataFrame, path: Path, title: str) -> None:
 
 
 @click.command("locate")
-@click.option("--model", default="smollm2", show_default=True, help="As for `debiaskit compare`.")
-@click.option("--device", default="auto", show_default=True)
+@model_options
 @click.option("--dataset", default="occupations40", show_default=True)
 @click.option("--templates", "template_family", default="pronoun", show_default=True,
               help="Template family; every template must read 'The {job} ...'.")
@@ -271,7 +271,7 @@ def write_heatmap(table: pd.DataFrame, path: Path, title: str) -> None:
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Sites printed.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
 @click.pass_context
-def locate_command(context: click.Context, model: str, device: str, dataset: str, template_family: str,
+def locate_command(context: click.Context, model: str, device: str, dtype: str, dataset: str, template_family: str,
                    templates_per_job: int, out: Path, top: int, batch_size: int) -> None:
     """Causal mediation analysis (Vig et al. 2020): the indirect effect on P(anti)/P(stereo) of each layer's
     attention and MLP output at the occupation's last token and at the prompt's last token."""
@@ -287,7 +287,7 @@ def locate_command(context: click.Context, model: str, device: str, dataset: str
         family = host.templates.get("template family", template_family)
         templates = spread_templates(family, min(templates_per_job, len(family.templates)))
         check_writable(out)
-        lm = load_model(model, device=device)
+        lm = load_model(model, device=device, dtype=dtype)
         prompts = mediation_prompts(lm, jobs, family, templates)
     except DebiasKitError as error:
         raise click.UsageError(str(error)) from None

@@ -30,6 +30,7 @@ import click
 import torch
 
 from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Option, hooked, hookimpl
+from debiaskit.command_options import model_options
 from debiaskit.sae_latents import EMBEDDED, SAE_OPTION, SELECTION_OPTIONS, SELECTIONS, SAEMethod, top_tokens
 from debiaskit.sae_source import load_sae
 from debiaskit.sae_training import ARCHITECTURES
@@ -130,7 +131,7 @@ def sae_group() -> None:
 @sae_group.command("train")
 @click.argument("corpus", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write the SAE to.")
-@click.option("--model", default="smollm2", show_default=True, help="As for `debiaskit compare`.")
+@model_options
 @click.option("--hook", "hook_name", default="blocks.8.hook_resid_post", show_default=True, help="Hook point to read.")
 @click.option("--width", "d_sae", type=click.IntRange(min=1), default=4608, show_default=True, help="Number of latents.")
 @click.option("--k", type=click.IntRange(min=1), default=32, show_default=True,
@@ -144,10 +145,9 @@ def sae_group() -> None:
 @click.option("--lr", type=float, default=5e-4, show_default=True)
 @click.option("--batch-tokens", type=click.IntRange(min=1), default=2048, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-def train_command(corpus: Path, out: Path, model: str, hook_name: str, d_sae: int, k: int, architecture: str,
-                  sparsity_coefficient: float, training_tokens: int, lr: float, batch_tokens: int, seed: int,
-                  device: str) -> None:
+def train_command(corpus: Path, out: Path, model: str, device: str, dtype: str, hook_name: str, d_sae: int, k: int,
+                  architecture: str, sparsity_coefficient: float, training_tokens: int, lr: float, batch_tokens: int,
+                  seed: int) -> None:
     """Train an SAE on the *.txt files under CORPUS (Gutenberg boilerplate stripped) and write it with card.json."""
     from debiaskit.model import load_model
     from debiaskit.sae_training import TrainingSettings, train_sae
@@ -158,7 +158,7 @@ def train_command(corpus: Path, out: Path, model: str, hook_name: str, d_sae: in
         settings = TrainingSettings(hook_name=hook_name, d_sae=d_sae, k=k, architecture=architecture,
                                     sparsity_coefficient=sparsity_coefficient, training_tokens=training_tokens, seed=seed,
                                     lr=lr, batch_tokens=batch_tokens)  # trains on the model's device
-        lm = load_model(model, device=device)
+        lm = load_model(model, device=device, dtype=dtype)
         card = train_sae(lm, corpus, out, settings, command=shlex.join(["debiaskit", *sys.argv[1:]]))
     except DebiasKitError as error:
         raise click.UsageError(str(error)) from None
@@ -170,16 +170,15 @@ def train_command(corpus: Path, out: Path, model: str, hook_name: str, d_sae: in
 
 @sae_group.command("latents")
 @click.option("--sae", "source", default=EMBEDDED, show_default=True, help=SAE_OPTION.help)
-@click.option("--model", default="smollm2", show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@model_options
 @click.option("--selection", type=click.Choice(SELECTIONS), default="contrast", show_default=True)
 @click.option("-n", "--n-latents", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--threshold", type=float, default=0.2, show_default=True)
 @click.option("--dataset", default="occupations40", show_default=True, help="Jobs for seed/topk selection (all of them).")
 @click.option("--templates", "template_family", default="pronoun", show_default=True)
 @click.pass_context
-def latents_command(context: click.Context, source: str, model: str, device: str, selection: str, n_latents: int,
-                    threshold: float, dataset: str, template_family: str) -> None:
+def latents_command(context: click.Context, source: str, model: str, device: str, dtype: str, selection: str,
+                    n_latents: int, threshold: float, dataset: str, template_family: str) -> None:
     """Print the latents sae-ablation would choose, with their difference, counts and top-activating tokens
     (seed and topk selection are fitted on all jobs of --dataset here)."""
     from debiaskit.model import load_model
@@ -191,7 +190,7 @@ def latents_command(context: click.Context, source: str, model: str, device: str
         name, _, argument = dataset.partition(":")
         jobs = host.datasets.get("data set", name).load(argument or None).occupations
         family = host.templates.get("template family", template_family)
-        lm = load_model(model, device=device)
+        lm = load_model(model, device=device, dtype=dtype)
         method.fit(FitContext(lm, jobs, family, seed=0))
     except DebiasKitError as error:
         raise click.UsageError(str(error)) from None
@@ -209,15 +208,14 @@ def latents_command(context: click.Context, source: str, model: str, device: str
 @sae_group.command("inspect")
 @click.argument("latent_ids", nargs=-1, type=int, required=True)
 @click.option("--sae", "source", default=EMBEDDED, show_default=True, help=SAE_OPTION.help)
-@click.option("--model", default="smollm2", show_default=True)
-@click.option("--device", default="auto", show_default=True)
-def inspect_command(latent_ids: tuple[int, ...], source: str, model: str, device: str) -> None:
+@model_options
+def inspect_command(latent_ids: tuple[int, ...], source: str, model: str, device: str, dtype: str) -> None:
     """Print the tokens that activate each of LATENT_IDS most (held-out corpus text for a trained SAE with
     top_tokens.json, else the shipped neutral text)."""
     from debiaskit.model import load_model
 
     try:
-        lm = load_model(model, device=device)
+        lm = load_model(model, device=device, dtype=dtype)
         loaded = load_sae(source, lm)
         bad = [latent for latent in latent_ids if not 0 <= latent < loaded.sae.cfg.d_sae]
         if bad:

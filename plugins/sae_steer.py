@@ -26,6 +26,7 @@ import click
 import torch
 
 from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Option, hooked, hookimpl
+from debiaskit.command_options import model_options
 from debiaskit.sae_latents import EMBEDDED, SAE_OPTION, SELECTION_OPTIONS, SAEMethod
 from debiaskit.sae_source import load_sae
 
@@ -101,14 +102,13 @@ def add_direction_hook(lm: LoadedModel, direction: torch.Tensor, coeff: float):
 @click.option("--coeff", type=float, required=True, help="Multiplier of the decoder direction (the course project used 300 for gpt2-small).")
 @click.option("--prompt", required=True, help="Text to continue.")
 @click.option("--sae", "source", default=EMBEDDED, show_default=True, help=SAE_OPTION.help)
-@click.option("--model", default="smollm2", show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@model_options
 @click.option("-n", "--samples", "n_samples", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True, help="0 = greedy.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def steer_command(latent: int, coeff: float, prompt: str, source: str, model: str, device: str, n_samples: int,
-                  max_new_tokens: int, temperature: float, seed: int) -> None:
+def steer_command(latent: int, coeff: float, prompt: str, source: str, model: str, device: str, dtype: str,
+                  n_samples: int, max_new_tokens: int, temperature: float, seed: int) -> None:
     """Print continuations of PROMPT with and without coeff x the latent's decoder direction added to the residual
     stream at the SAE's hook point (the same random numbers for both)."""
     from debiaskit.generation import sample_continuations
@@ -116,7 +116,7 @@ def steer_command(latent: int, coeff: float, prompt: str, source: str, model: st
 
     sampling = dict(n_samples=n_samples, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     try:
-        lm = load_model(model, device=device)
+        lm = load_model(model, device=device, dtype=dtype)
         loaded = load_sae(source, lm)
         if not 0 <= latent < loaded.sae.cfg.d_sae:
             raise DebiasKitError(f"latent {latent} does not exist; {loaded.source} has latents 0 to {loaded.sae.cfg.d_sae - 1}")

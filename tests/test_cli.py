@@ -91,3 +91,28 @@ def test_listing_commands():
     assert "occupations40" in invoke("datasets").stdout
     plugins = invoke("--plugins-dir", EXAMPLES, "plugins").stdout
     assert "debiaskit.plugins.none\tbuilt-in\tnone" in plugins and "pronoun_projection.py" in plugins
+
+
+def test_every_command_that_loads_a_model_takes_model_device_and_dtype():
+    import click
+
+    from debiaskit.model import DEVICE_CHOICES, DTYPES
+    from debiaskit.plugin_host import load_plugins
+
+    plugin_commands = click.Group()
+    load_plugins(None).manager.hook.register_commands(cli=plugin_commands)
+
+    def walk(command, path):
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                yield from walk(sub, (*path, name))
+        else:
+            yield " ".join(path), {param.name: param for param in command.params}
+
+    commands = dict(walk(cli, ())) | dict(walk(plugin_commands, ()))
+    loading = {name: params for name, params in commands.items() if "model" in params}
+    assert {"compare", "sweep", "generate", "generation-eval", "leace-sweep", "locate", "sae train", "sae latents",
+            "sae inspect", "steer"} <= set(loading)
+    for name, params in loading.items():
+        assert tuple(params["device"].type.choices) == DEVICE_CHOICES, name
+        assert list(params["dtype"].type.choices) == list(DTYPES), name

@@ -39,6 +39,12 @@ def numbers(directory):
     return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
 
+def default_sigint():
+    """In the child before exec: a test run started in the background of a non-interactive shell (`make test &`)
+    inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler; Ctrl-C must work here."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="module")
 def interrupted(tiny_llama_dir, tmp_path_factory):
     """A run in a subprocess, stopped with SIGINT while its third method is being fitted."""
@@ -48,7 +54,7 @@ def interrupted(tiny_llama_dir, tmp_path_factory):
     marker.write_text("wait")  # interrupts-once deletes it, then waits for the signal
     command = [sys.executable, "-c", "from debiaskit.cli import main; main()", *compare_args(tiny_llama_dir, jobs, out)]
     process = subprocess.Popen(command, env={**os.environ, "DEBIASKIT_TEST_INTERRUPT": str(marker)},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.monotonic() + 600
     while marker.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
