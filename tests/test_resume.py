@@ -39,10 +39,9 @@ def numbers(directory):
     return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
 
-def default_sigint():
-    """In the child before exec: a test run started in the background of a non-interactive shell (`make test &`)
-    inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler; Ctrl-C must work here."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# A test run started in the background of a non-interactive shell (`make test &`) inherits SIGINT ignored, and Python
+# then installs no KeyboardInterrupt handler; the child installs it itself, so Ctrl-C is tested however pytest started.
+CHILD = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); from debiaskit.cli import main; main()"
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +51,9 @@ def interrupted(tiny_llama_dir, tmp_path_factory):
     jobs, marker, out = root / "jobs.csv", root / "marker", root / "run"
     jobs.write_text(JOBS)
     marker.write_text("wait")  # interrupts-once deletes it, then waits for the signal
-    command = [sys.executable, "-c", "from debiaskit.cli import main; main()", *compare_args(tiny_llama_dir, jobs, out)]
+    command = [sys.executable, "-c", CHILD, *compare_args(tiny_llama_dir, jobs, out)]
     process = subprocess.Popen(command, env={**os.environ, "DEBIASKIT_TEST_INTERRUPT": str(marker)},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     while marker.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
