@@ -21,8 +21,11 @@ NOT_COMPARED = {"seconds"}  # wall time is expected to differ
 
 def numeric_columns(row: dict[str, Any]) -> dict[str, float]:
     """The row's numbers; null (how summary.json writes NaN) reads as NaN."""
+    def is_number(value: Any) -> bool:
+        return value is None or isinstance(value, (int, float)) and not isinstance(value, bool)
+
     return {key: math.nan if value is None else float(value) for key, value in row.items()
-            if key not in NOT_COMPARED and (value is None or isinstance(value, (int, float)) and not isinstance(value, bool))}
+            if key not in NOT_COMPARED and is_number(value)}
 
 
 def differences(rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]]) -> list[tuple[str, str, float]]:

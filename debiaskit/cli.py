@@ -14,7 +14,7 @@ from debiaskit.compare import BASELINE, DEFAULT_FOLDS, Comparison, MethodRun, ch
 from debiaskit.bootstrap import DEFAULT_RESAMPLES
 from debiaskit.errors import DebiasKitError
 from debiaskit.evaluator import DEFAULT_BATCH_SIZE
-from debiaskit.command_options import model_options
+from debiaskit.command_options import model_options, stacked
 from debiaskit.model import load_model
 from debiaskit.options import parse_assignments, resolve_settings
 from debiaskit.plugin_host import PluginHost, load_plugins
@@ -278,7 +278,8 @@ def main() -> None:
 def _generation_options(max_new_tokens: int) -> Any:
     """The options `generate` and `generation-eval` share: model, data the methods are fitted on, method options,
     seed, and sampling."""
-    options = (
+    return stacked(
+        model_options,
         click.option("--dataset", default="occupations40", show_default=True, help="Jobs the methods are fitted on (all of them)."),
         click.option("--templates", "template_family", default="pronoun", show_default=True, help="Template family."),
         click.option("-o", "--option", "assignments", multiple=True, help="Method option, method.key=value (repeatable)."),
@@ -286,13 +287,6 @@ def _generation_options(max_new_tokens: int) -> Any:
         click.option("--max-new-tokens", type=click.IntRange(min=1), default=max_new_tokens, show_default=True),
         click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True, help="0 = greedy."),
     )
-
-    def decorate(command: Any) -> Any:
-        for option in reversed(options):
-            command = option(command)
-        return model_options(command)
-
-    return decorate
 
 
 @cli.command("generate")

@@ -94,8 +94,8 @@ class LeaceErasure(Method):
         else:
             examples = fit_words
         self.erasers = fit_erasers(lm, examples, self.layers, blend)
-        self.probe = verify(lm, fit_words, word_pair_examples(lm, test_pairs, vocabulary.fit_contexts, positions), self.layers,
-                            erasure_hooks(lm, self.erasers, blend))
+        test_words = word_pair_examples(lm, test_pairs, vocabulary.fit_contexts, positions)
+        self.probe = verify(lm, fit_words, test_words, self.layers, erasure_hooks(lm, self.erasers, blend))
 
     @contextmanager
     def apply(self, lm: LoadedModel) -> Iterator[Intervention]:
