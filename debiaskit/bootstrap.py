@@ -50,22 +50,32 @@ def draw_resamples(groups: np.ndarray, n_templates: int, n_resamples: int, seed:
     return Resamples(counts, weights)
 
 
-def share_matrix(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str], list[int]]:
-    """(S [jobs, templates] of female_share, group per job, job names, template indices) from a per-prompt frame."""
+def share_matrix(frame: pd.DataFrame, item: str = "job", group: str = "group") -> tuple[np.ndarray, np.ndarray, list[str], list[int]]:
+    """(S [items, templates] of female_share, group per item, item names, template indices) from a per-prompt frame;
+    the items are jobs grouped by who dominates them, or control nouns grouped by their gender."""
     scored = frame.assign(female_share=female_share(frame["p_male"], frame["p_female"]))
-    pivot = scored.pivot_table(index="job", columns="template", values="female_share", aggfunc="mean", sort=True)
+    pivot = scored.pivot_table(index=item, columns="template", values="female_share", aggfunc="mean", sort=True)
     if pivot.isna().any().any():
-        raise DebiasKitError("the bootstrap needs every job scored in every template; some (job, template) prompts are missing")
-    groups = scored.groupby("job")["group"].first().reindex(pivot.index).to_numpy()
+        raise DebiasKitError(f"the bootstrap needs every {item} scored in every template; some ({item}, template) prompts are missing")
+    groups = scored.groupby(item)[group].first().reindex(pivot.index).to_numpy()
     return pivot.to_numpy(dtype=float), groups, list(pivot.index), list(pivot.columns)
+
+
+def resampled_group_means(share: np.ndarray, groups: np.ndarray, resamples: Resamples) -> dict[str, np.ndarray]:
+    """Per group, the mean share of its items on each resample: {group: [resamples]}."""
+    groups = np.asarray(groups)
+    item_means = resamples.template_weights @ share.T  # [resamples, items]: each item's share over the drawn templates
+    means = {}
+    for group in ("female", "male"):
+        member = (groups == group).astype(float)
+        means[group] = (resamples.job_counts * item_means * member).sum(axis=1) / max(member.sum(), 1.0)
+    return means
 
 
 def resampled_gaps(share: np.ndarray, groups: np.ndarray, resamples: Resamples) -> np.ndarray:
     """stereotype_gap on each resample: [resamples]."""
-    groups = np.asarray(groups)
-    signs = np.where(groups == "female", 1.0 / max((groups == "female").sum(), 1), -1.0 / max((groups == "male").sum(), 1))
-    job_means = resamples.template_weights @ share.T  # [resamples, jobs]: each job's share over the drawn templates
-    return (resamples.job_counts * job_means * signs).sum(axis=1)
+    means = resampled_group_means(share, groups, resamples)
+    return means["female"] - means["male"]
 
 
 def percentile_interval(samples: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[float, float]:

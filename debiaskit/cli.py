@@ -14,12 +14,13 @@ from debiaskit.compare import BASELINE, DEFAULT_FOLDS, Comparison, MethodRun, ch
 from debiaskit.bootstrap import DEFAULT_RESAMPLES
 from debiaskit.errors import DebiasKitError
 from debiaskit.evaluator import DEFAULT_BATCH_SIZE
-from debiaskit.command_options import model_options, stacked
+from debiaskit.command_options import model_options, professions_option, stacked
 from debiaskit.model import load_model
 from debiaskit.options import parse_assignments, resolve_settings
 from debiaskit.plugin_host import PluginHost, load_plugins
+from debiaskit.professions import professions_from_option
 from debiaskit.reporting import FORMATS, atomic_write_text, check_writable, headline_table, render, write_run
-from debiaskit.report import CONTROLS_FILE, write_report
+from debiaskit.report import CONTROLS_FILE, PROFESSIONS_FILE, write_report
 from debiaskit.sweep import parse_seeds
 from debiaskit.data import template_split
 from debiaskit.resume import check_resumable, data_fingerprint, resume_command, resume_option_callback
@@ -126,6 +127,7 @@ def datasets_command(context: click.Context) -> None:
               "and the spread (sd) is reported, e.g. 1,2.")
 @click.option("--heldout-templates", type=click.IntRange(min=0), default=0, show_default=True,
               help="Fit on the other templates and score only on this many (drawn with --seed); 0 = all templates.")
+@professions_option
 @click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), is_eager=True,
               callback=resume_option_callback, help="Finish the run an interrupted --out DIR holds, with its recorded "
               "settings; methods already scored there are kept, not run again.")
@@ -133,7 +135,7 @@ def datasets_command(context: click.Context) -> None:
 def compare_command(context: click.Context, methods: tuple[str, ...], model: str, device: str, dtype: str, dataset: str,
                     template_family: str, assignments: tuple[str, ...], fmt: str, out: Path | None, seed: int, folds: int,
                     in_sample: bool, batch_size: int, bootstrap: int, seeds: str | None, heldout_templates: int,
-                    resume: Path | None) -> None:
+                    professions: str, resume: Path | None) -> None:
     """Score methods side by side on the same prompts and print one row per method (baseline first)."""
     host = _host(context)
     try:
@@ -145,6 +147,7 @@ def compare_command(context: click.Context, methods: tuple[str, ...], model: str
         extra_seeds = parse_seeds(seeds or "")
         template_split(family, heldout_templates, seed)  # checked before the model loads
         check_folds(occupations, plan, folds, seed, in_sample)
+        profession_list = professions_from_option(professions)
         if out is not None:
             check_writable(out)
         lm = load_model(model, device=device, dtype=dtype)
@@ -155,7 +158,7 @@ def compare_command(context: click.Context, methods: tuple[str, ...], model: str
         "dataset": dataset, "templates": template_family, "seed": seed, "folds": folds, "in_sample": in_sample,
         "batch_size": batch_size, "bootstrap": bootstrap, "seeds": list(extra_seeds), "heldout_templates": heldout_templates,
         "methods": [{"method": name, "options": given} for name, _, given in plan],
-        "versions": _versions(), "data_sha256": data_fingerprint(occupations, family),
+        "versions": _versions(), "data_sha256": data_fingerprint(occupations, family, profession_list),
     }
     previous = context.meta.get("previous_run")
     try:
@@ -169,12 +172,13 @@ def compare_command(context: click.Context, methods: tuple[str, ...], model: str
         if out is not None:
             write_run(out, comparison.header(), comparison.rows(), comparison.frame(), manifest)
             atomic_write_text(out / CONTROLS_FILE, comparison.control_frame().to_csv(index=False))
+            atomic_write_text(out / PROFESSIONS_FILE, comparison.profession_frame().to_csv(index=False))
 
     try:
         comparison = run_comparison(lm, occupations, family, plan, seed=seed, n_folds=folds, in_sample=in_sample,
                                     batch_size=batch_size, on_result=save, bootstrap=bootstrap, seeds=extra_seeds,
                                     heldout_templates=heldout_templates,
-                                    finished=previous.finished if previous is not None else ())
+                                    finished=previous.finished if previous is not None else (), professions=profession_list)
     except DebiasKitError as error:
         raise UserError(str(error)) from None
     except KeyboardInterrupt:
@@ -340,7 +344,8 @@ def generation_eval_command(context: click.Context, methods: tuple[str, ...], n_
     """Sample continuations of occupation prompts with each method and count female and male words per job group."""
     import time
 
-    from debiaskit.generation import fitted_method, generation_frame, read_gendered_word_lists, spread_templates
+    from debiaskit.data import spread_templates
+    from debiaskit.generation import fitted_method, generation_frame, read_gendered_word_lists
     from debiaskit.metrics import generation_summary
 
     host = _host(context)

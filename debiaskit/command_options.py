@@ -32,3 +32,9 @@ model_options = stacked(
     click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True,
                  help="Precision the model runs in."),
 )
+
+
+professions_option = click.option(
+    "--professions", default="auto", show_default=True,
+    help="Bolukbasi et al.'s professions.json for the stereotype/factual regression (a_s, a_f): a file, `auto` "
+         "(debiaswe/professions.json under $DEBIASKIT_SHARED_DATA or the shared/data folder beside a checkout) or `none`.")

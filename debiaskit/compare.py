@@ -10,7 +10,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any
 
@@ -19,17 +19,22 @@ import pandas as pd
 import torch
 
 from debiaskit.bootstrap import paired_intervals
-from debiaskit.controls import build_control_prompts, definitional_acc, definitional_nouns
+from debiaskit.controls import build_control_prompts, definitional_columns, definitional_nouns, shared_token_nouns
+from debiaskit.data import Occupation, OccupationSet, TemplateFamily, gendered_words, job_folds, spread, template_split
 from debiaskit.errors import DebiasKitError
-from debiaskit.data import Occupation, OccupationSet, TemplateFamily, job_folds, template_split
 from debiaskit.evaluator import DEFAULT_BATCH_SIZE, NeutralCost, NeutralText, build_prompts, score_prompts
+from debiaskit.gendered_text import GenderedCost, GenderedText
 from debiaskit.method import FitContext, Method
 from debiaskit.metrics import bias_summary, gap_change_pct, per_job, ppl_ratio, verdict_counts
 from debiaskit.model import LoadedModel
-from debiaskit.targets import TargetTokens, target_tokens
+from debiaskit.professions import (PROFESSION_TEMPLATES, Profession, build_profession_prompts, profession_scores,
+                                   regression_columns)
+from debiaskit.targets import TargetTokens, pronoun_targets, target_tokens
 
 BASELINE = "none"
 DEFAULT_FOLDS = 5
+SEED_SPREAD_COLUMNS = ("stereotype_gap", "gap_change_pct", "definitional_acc", "definitional_retained",
+                       "stereotype_retained", "factual_retained", "kl", "kl_gendered", "agreement_acc", "agreement_share")
 
 
 @dataclass
@@ -39,6 +44,7 @@ class MethodRun:
     row: dict[str, Any]
     frame: pd.DataFrame | None = None
     control: pd.DataFrame | None = None  # the definitional control prompts, scored with the method applied
+    professions: pd.DataFrame | None = None  # the profession prompts of the stereotype/factual regression
 
     @property
     def ok(self) -> bool:
@@ -59,6 +65,7 @@ class Comparison:
     heldout_templates: tuple[int, ...] = ()  # template indices scored (and not fitted on) when templates are held out
     bootstrap: int = 0
     seeds: tuple[int, ...] = ()
+    selectivity: dict[str, Any] = field(default_factory=dict)  # what the control and the regression were scored on
 
     def rows(self) -> list[dict[str, Any]]:
         return [run.row for run in self.runs]
@@ -71,11 +78,29 @@ class Comparison:
         return {"model": self.model, "dataset": self.dataset, "templates": self.templates, "device": self.device,
                 "seed": self.seed, "folds": self.n_folds, "protocol": "in-sample" if self.in_sample else "held-out jobs",
                 "heldout_templates": list(self.heldout_templates), "bootstrap": self.bootstrap, "seeds": list(self.seeds),
-                "skipped_target_variants": list(self.targets.skipped_variants)}
+                "skipped_target_variants": list(self.targets.skipped_variants), **self.selectivity}
 
     def control_frame(self) -> pd.DataFrame:
         frames = [run.control for run in self.runs if run.control is not None]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def profession_frame(self) -> pd.DataFrame:
+        frames = [run.professions for run in self.runs if run.professions is not None]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+@dataclass
+class Scored:
+    """A method scored on every prompt set (over its folds): per-prompt frames, costs, fitted details."""
+
+    frame: pd.DataFrame
+    control: pd.DataFrame
+    professions: pd.DataFrame | None
+    cost: NeutralCost
+    gendered: GenderedCost
+    details: dict[str, Any]
+    protocol: str
+    professions_left_out: int
 
 
 class Comparer:
@@ -83,9 +108,11 @@ class Comparer:
 
     def __init__(self, lm: LoadedModel, occupations: OccupationSet, family: TemplateFamily, seed: int = 0,
                  n_folds: int = DEFAULT_FOLDS, in_sample: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
-                 bootstrap: int = 0, seeds: Sequence[int] = (), heldout_templates: int = 0) -> None:
+                 bootstrap: int = 0, seeds: Sequence[int] = (), heldout_templates: int = 0,
+                 professions: Sequence[Profession] = ()) -> None:
         """`bootstrap`: resamples for the intervals (0 = none); `seeds`: further seeds a method with a random step
-        is rerun with (its spread is reported); `heldout_templates`: fit on the other templates, score on these many."""
+        is rerun with (its spread is reported); `heldout_templates`: fit on the other templates, score on these many;
+        `professions`: Bolukbasi et al.'s professions for the stereotype/factual regression (none: no such columns)."""
         self.lm, self.occupations, self.family = lm, occupations, family
         self.seed, self.in_sample, self.batch_size = seed, in_sample, batch_size
         self.n_folds, self.bootstrap = n_folds, bootstrap
@@ -93,13 +120,22 @@ class Comparer:
         self.fit_family, scored_templates = template_split(family, heldout_templates, seed)
         self.targets = target_tokens(lm.tokenizer, family)
         self.prompts = build_prompts(occupations.occupations, family, scored_templates)
-        self.control_prompts = build_control_prompts(definitional_nouns(), family, scored_templates)
+        nouns = definitional_nouns()
+        self.control_prompts = build_control_prompts(nouns, family, scored_templates)
+        profession_templates = spread(scored_templates, PROFESSION_TEMPLATES)
+        self.profession_prompts = build_profession_prompts(professions, family, profession_templates) if professions else None
         self.neutral = NeutralText(lm)
+        self.gendered = GenderedText(lm, pronoun_targets(lm.tokenizer))
+        selectivity = {"control_nouns": len(nouns), "control_token_overlap": shared_token_nouns(lm.tokenizer, nouns, gendered_words().words()),
+                       "professions": len(professions), "profession_templates": profession_templates if professions else [],
+                       "gendered_text_pronouns": self.gendered.n_pronouns}
         self.comparison = Comparison(lm.name, occupations.name, family.name, str(lm.device), seed, n_folds, in_sample, self.targets,
                                      heldout_templates=tuple(scored_templates) if heldout_templates else (),
-                                     bootstrap=bootstrap, seeds=(seed, *self.extra_seeds) if self.extra_seeds else ())
+                                     bootstrap=bootstrap, seeds=(seed, *self.extra_seeds) if self.extra_seeds else (),
+                                     selectivity=selectivity)
         self._baseline_cost: NeutralCost | None = None
-        self._baseline_frame: pd.DataFrame | None = None
+        self._baseline_gendered: GenderedCost | None = None
+        self._baseline: MethodRun | None = None  # the baseline's per-prompt frames, which every row is measured against
         self._weights = weight_fingerprint(lm)
         self._weights_changed_by: str | None = None  # a method that left the weights changed: nothing after is scored
 
@@ -113,17 +149,19 @@ class Comparer:
         """Score one method and append its row; errors become a failed row, never an exception."""
         started = time.perf_counter()
         try:
-            if self._baseline_frame is None and name != BASELINE:
+            if self._baseline is None and name != BASELINE:
                 raise RuntimeError(f"the baseline {BASELINE!r} must be scored before {name!r}")
             if self._weights_changed_by is not None:
                 raise DebiasKitError(f"not scored: method {self._weights_changed_by} left the model's weights changed; "
                                      f"run {name} without it")
             method = method_class(**dict(given))
-            frame, control, cost, details, protocol = self._score(name, method, self.seed)
-            row = self._row(name, frame, control, cost, details, protocol)
+            scored = self._score(name, method, self.seed)
+            if name == BASELINE:
+                self._baseline = MethodRun({}, scored.frame, scored.control, scored.professions)
+            row = self._row(name, scored)
             if self.extra_seeds and (method.random_fit or method.uses_jobs()):
                 row.update(self._seed_spread(name, method_class, given, row))
-            result = MethodRun(row, frame, control)
+            result = MethodRun(row, scored.frame, scored.control, scored.professions)
         except Exception as error:  # contained: the other methods still run
             self.lm.model.reset_hooks(including_permanent=True)
             print(f"debiaskit: method {name} failed: {type(error).__name__}: {error}", file=sys.stderr)
@@ -144,12 +182,11 @@ class Comparer:
     def restore(self, run: MethodRun) -> None:
         """Take a finished method's results as they were computed (the baseline's become the reference again)."""
         if run.row["method"] == BASELINE:
-            self._baseline_frame = run.frame
+            self._baseline = run
         self.comparison.runs.append(run)
 
-    def _score(self, name: str, method: Method, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, NeutralCost, dict[str, Any], str]:
-        if self._baseline_cost is None:
-            self._baseline_cost = self.neutral.record_baseline()
+    def _splits(self, method: Method, seed: int) -> tuple[list[tuple[int, tuple[Occupation, ...], set[str]]], str]:
+        """(fold, training jobs, scored job names) per fit, and the protocol that says so."""
         if method.uses_jobs() and not self.in_sample:
             folds = self.folds if seed == self.seed else job_folds(self.occupations.occupations, self.n_folds, seed)
             splits = [(fold, train, {job.name for job in held}) for fold, (train, held) in enumerate(folds)]
@@ -160,56 +197,101 @@ class Comparer:
             protocol = "in-sample" if method.uses_jobs() else "not fitted on jobs"
         if self.comparison.heldout_templates:
             protocol += f", held-out templates ({len(self.comparison.heldout_templates)} of {len(self.family.templates)})"
-        frames, controls, costs, details = [], [], [], []
-        for fold, train_jobs, scored_jobs in splits:
+        return splits, protocol
+
+    def _professions_of_fold(self, method: Method, splits: Sequence[tuple[int, tuple[Occupation, ...], set[str]]]) -> tuple[list[set[str]], int]:
+        """Per split, the professions it scores, and how many are left out. Over folds each profession is scored once:
+        a profession that is a job by the fold that holds it out, any other by one fold in turn. Left out: a fit word of
+        the method, and a job it was fitted on in-sample."""
+        if self.profession_prompts is None:
+            return [set() for _ in splits], 0
+        names = list(dict.fromkeys(self.profession_prompts["profession"]))
+        left_out = set(method.fitted_words())
+        if method.uses_jobs() and self.in_sample:
+            left_out |= {job.name for job in self.occupations.occupations}
+        kept = [name for name in names if name not in left_out]
+        if len(splits) == 1:
+            return [set(kept)], len(names) - len(kept)
+        held_by = {job: index for index, (_, _, scored) in enumerate(splits) for job in scored}
+        others = [name for name in kept if name not in held_by]
+        assigned = [{name for name in kept if held_by.get(name) == index} | set(others[index::len(splits)])
+                    for index in range(len(splits))]
+        return assigned, len(names) - len(kept)
+
+    def _score(self, name: str, method: Method, seed: int) -> Scored:
+        if self._baseline_cost is None:
+            self._baseline_cost = self.neutral.record_baseline()
+            self._baseline_gendered = self.gendered.record_baseline()
+        splits, protocol = self._splits(method, seed)
+        profession_sets, left_out = self._professions_of_fold(method, splits)
+        controls = self.control_prompts[~self.control_prompts["noun"].isin(method.fitted_words())]
+        frames, control_frames, profession_frames, costs, gendered, details = [], [], [], [], [], []
+        for index, (fold, train_jobs, scored_jobs) in enumerate(splits):
             method.fit(FitContext(self.lm, tuple(train_jobs), self.fit_family, seed))
             prompts = self.prompts[self.prompts["job"].isin(scored_jobs)]
+            # over folds, each control pair is scored by one fold only (the nouns are never jobs, so any fold may)
+            fold_controls = controls if len(splits) == 1 else controls[controls["pair"] % len(splits) == index]
+            fold_professions = (self.profession_prompts[self.profession_prompts["profession"].isin(profession_sets[index])]
+                                if self.profession_prompts is not None else None)
             with method.apply(self.lm) as intervention:
                 transform = intervention.logits_transform
                 label = f"{name}" + (f" fold {fold + 1}/{len(splits)}" if fold >= 0 else "")
-                p_male, p_female = score_prompts(self.lm, list(prompts["prompt"]), self.targets, transform, self.batch_size, label)
-                # the control nouns are never among the jobs, so every fold's fit is scored on all of them
-                c_male, c_female = score_prompts(self.lm, list(self.control_prompts["prompt"]), self.targets, transform,
-                                                 self.batch_size, f"{label} control")
+
+                def scored(frame: pd.DataFrame, part: str) -> pd.DataFrame:
+                    p_male, p_female = score_prompts(self.lm, list(frame["prompt"]), self.targets, transform,
+                                                     self.batch_size, f"{label}{part}")
+                    return frame.assign(method=name, fold=fold, p_male=p_male, p_female=p_female)
+
+                frames.append(scored(prompts, ""))
+                control_frames.append(scored(fold_controls, " control").assign(seed=seed))
+                if fold_professions is not None:
+                    profession_frames.append(scored(fold_professions, " professions"))
                 costs.append(self.neutral.cost(transform))
-            frames.append(prompts.assign(method=name, fold=fold, p_male=p_male, p_female=p_female))
-            controls.append(self.control_prompts.assign(method=name, fold=fold, seed=seed, p_male=c_male, p_female=c_female))
+                gendered.append(self.gendered.cost(transform))
             details.append(method.details())
-        frame = pd.concat(frames).sort_index()
         cost = NeutralCost(kl=float(np.mean([c.kl for c in costs])), nll=float(np.mean([c.nll for c in costs])))
-        return frame, pd.concat(controls, ignore_index=True), cost, _merge_details(details), protocol
+        gendered_cost = GenderedCost(*(float(np.mean([getattr(c, f.name) for c in gendered])) for f in fields(GenderedCost)))
+        return Scored(pd.concat(frames).sort_index(), pd.concat(control_frames, ignore_index=True),
+                      pd.concat(profession_frames, ignore_index=True) if profession_frames else None,
+                      cost, gendered_cost, _merge_details(details), protocol, left_out)
 
     def _seed_spread(self, name: str, method_class: type[Method], given: Mapping[str, Any], row: dict[str, Any]) -> dict[str, Any]:
         """Rerun a method with a random step under each further seed; the row keeps the first seed's numbers and
         gains the standard deviation (ddof 1) of the headline numbers over all seeds."""
-        columns = ("stereotype_gap", "gap_change_pct", "definitional_acc", "kl")
+        columns = [c for c in SEED_SPREAD_COLUMNS if c in row]
         values = {column: [row[column]] for column in columns}
         for seed in self.extra_seeds:
-            frame, control, cost, _, _ = self._score(f"{name} seed {seed}", method_class(**dict(given)), seed)
+            scored = self._score(f"{name} seed {seed}", method_class(**dict(given)), seed)
             self.lm.model.reset_hooks(including_permanent=True)
-            again = self._row(name, frame, control, cost, {}, "", with_intervals=False)
+            again = self._row(name, replace(scored, details={}, protocol=""), with_intervals=False)
             for column in columns:
                 values[column].append(again[column])
-        spread = {f"{column}_sd": float(np.std(found, ddof=1)) for column, found in values.items()}
-        return {"seeds": ",".join(str(s) for s in (self.seed, *self.extra_seeds)), **spread}
+        spread_of = {f"{column}_sd": float(np.std(found, ddof=1)) for column, found in values.items()}
+        return {"seeds": ",".join(str(s) for s in (self.seed, *self.extra_seeds)), **spread_of}
 
-    def _row(self, name: str, frame: pd.DataFrame, control: pd.DataFrame, cost: NeutralCost, details: dict[str, Any],
-             protocol: str, with_intervals: bool = True) -> dict[str, Any]:
-        if name == BASELINE:
-            self._baseline_frame = frame
-        assert self._baseline_frame is not None and self._baseline_cost is not None
-        summary = bias_summary(frame)
-        baseline_gap = bias_summary(self._baseline_frame)["stereotype_gap"]
-        row: dict[str, Any] = {"method": name, "status": "ok", "error": None, "protocol": protocol, **summary,
-                               "gap_change_pct": gap_change_pct(summary["stereotype_gap"], baseline_gap),
-                               "definitional_acc": definitional_acc(control["p_male"], control["p_female"], control["gender"]),
-                               "kl": cost.kl, "ppl_ratio": ppl_ratio(cost.nll, self._baseline_cost.nll)}
-        if self.bootstrap and with_intervals:
-            row.update(paired_intervals(self._baseline_frame, frame, self.bootstrap, self.seed))
+    def _row(self, name: str, scored: Scored, with_intervals: bool = True) -> dict[str, Any]:
+        baseline = self._baseline
+        assert baseline is not None and baseline.frame is not None and baseline.control is not None
+        assert self._baseline_cost is not None and self._baseline_gendered is not None
+        resamples = self.bootstrap if with_intervals else 0
+        summary = bias_summary(scored.frame)
+        baseline_gap = bias_summary(baseline.frame)["stereotype_gap"]
+        row: dict[str, Any] = {"method": name, "status": "ok", "error": None, "protocol": scored.protocol, **summary,
+                               "gap_change_pct": gap_change_pct(summary["stereotype_gap"], baseline_gap)}
+        row.update(definitional_columns(baseline.control, scored.control, resamples, self.seed))
+        if scored.professions is not None and baseline.professions is not None:
+            row.update(regression_columns(profession_scores(baseline.professions), profession_scores(scored.professions),
+                                          resamples, self.seed))
+            row["professions_left_out"] = scored.professions_left_out
+        row.update({"kl": scored.cost.kl, "ppl_ratio": ppl_ratio(scored.cost.nll, self._baseline_cost.nll),
+                    "kl_gendered": scored.gendered.kl, "agreement_acc": scored.gendered.agreement_acc,
+                    "agreement_share": scored.gendered.agreement_share})
+        if resamples:
+            row.update(paired_intervals(baseline.frame, scored.frame, resamples, self.seed))
             if name == BASELINE:
                 row["within_noise"] = None  # the baseline against itself: no change to judge
-        row.update(verdict_counts(per_job(self._baseline_frame), per_job(frame)))
-        row.update(details)
+        row.update(verdict_counts(per_job(baseline.frame), per_job(scored.frame)))
+        row.update(scored.details)
         return row
 
 
@@ -225,10 +307,12 @@ def run_comparison(lm: LoadedModel, occupations: OccupationSet, family: Template
                    methods: Sequence[tuple[str, type[Method], Mapping[str, Any]]], seed: int = 0,
                    n_folds: int = DEFAULT_FOLDS, in_sample: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
                    on_result: Callable[[Comparison, MethodRun], None] | None = None, bootstrap: int = 0,
-                   seeds: Sequence[int] = (), heldout_templates: int = 0, finished: Sequence[MethodRun] = ()) -> Comparison:
+                   seeds: Sequence[int] = (), heldout_templates: int = 0, finished: Sequence[MethodRun] = (),
+                   professions: Sequence[Profession] = ()) -> Comparison:
     """Score `methods` (name, class, options); the baseline runs first whether or not it is listed. A method among
     `finished` (read back by `compare --resume`) keeps its results and is not run again."""
-    comparer = Comparer(lm, occupations, family, seed, n_folds, in_sample, batch_size, bootstrap, seeds, heldout_templates)
+    comparer = Comparer(lm, occupations, family, seed, n_folds, in_sample, batch_size, bootstrap, seeds, heldout_templates,
+                        professions)
     names = [name for name, _, _ in methods]
     if BASELINE not in names:
         raise ValueError(f"run_comparison needs the {BASELINE!r} method among `methods`")

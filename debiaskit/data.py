@@ -158,14 +158,33 @@ def template_split(family: TemplateFamily, n_heldout: int, seed: int) -> tuple[T
     return replace(family, templates=kept), heldout
 
 
+def spread_templates(family: TemplateFamily, count: int) -> list[int]:
+    """Indices of `count` templates spread evenly over the family (first and last included), so a few templates
+    still cover its different verbs."""
+    if not 1 <= count <= len(family.templates):
+        raise DebiasKitError(f"templates per job {count}: accepted 1 to {len(family.templates)} (family {family.name!r})")
+    return spread(list(range(len(family.templates))), count)
+
+
+def spread(items: Sequence[int], count: int) -> list[int]:
+    """`count` of `items` (all when there are fewer) spread evenly, the first and the last included."""
+    if count >= len(items):
+        return list(items)
+    if count == 1:
+        return [items[0]]
+    return [items[index] for index in sorted({round(i * (len(items) - 1) / (count - 1)) for i in range(count)})]
+
+
 @dataclass(frozen=True)
 class GenderedWords:
-    """Definitional gender: [female, male] word pairs to fit on (in neutral `fit_contexts` with `{word}`), and
-    separate `control_pairs` that no method fits on, used to check that meaning survives debiasing."""
+    """Definitional gender to fit on: [female, male] word pairs, each in neutral `fit_contexts` with `{word}`. The
+    control nouns that check meaning survives (definitional_nouns.json, see `controls`) are disjoint from them."""
 
     fit_pairs: tuple[tuple[str, str], ...]
     fit_contexts: tuple[str, ...]
-    control_pairs: tuple[tuple[str, str], ...]
+
+    def words(self) -> set[str]:
+        return {word for pair in self.fit_pairs for word in pair}
 
     def fit_sentences(self) -> list[tuple[str, str, int]]:
         """(sentence, word, label) for every fit pair in every context; label 1 = female, 0 = male."""
@@ -180,8 +199,4 @@ class GenderedWords:
 def gendered_words() -> GenderedWords:
     path = project_data_dir() / "gendered_words.json"
     raw = json.loads(path.read_text(encoding="utf-8"))
-    return GenderedWords(
-        tuple(tuple(pair) for pair in raw["fit_pairs"]),  # type: ignore[misc]
-        tuple(raw["fit_contexts"]),
-        tuple(tuple(pair) for pair in raw["control_pairs"]),  # type: ignore[misc]
-    )
+    return GenderedWords(tuple(tuple(pair) for pair in raw["fit_pairs"]), tuple(raw["fit_contexts"]))  # type: ignore[misc]

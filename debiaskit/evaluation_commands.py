@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -11,20 +12,27 @@ from debiaskit.cli import UserError, _host, _load_data, _plan_methods, _rerun_co
 from debiaskit.compare import BASELINE, DEFAULT_FOLDS, Comparer
 from debiaskit.errors import DebiasKitError
 from debiaskit.evaluator import DEFAULT_BATCH_SIZE
-from debiaskit.command_options import model_options
+from debiaskit.command_options import model_options, professions_option
 from debiaskit.model import load_model
+from debiaskit.professions import professions_from_option
 from debiaskit.report import SWEEP_FILE, label_of, write_report
 from debiaskit.reporting import _jsonable, atomic_write_text, check_writable, render
-from debiaskit.sweep import DEFAULT_BUDGETS, matched_cost_rows, parse_budgets, parse_knob, run_sweep
+from debiaskit.sweep import DEFAULT_BUDGETS, DEFAULT_KEEP, check_plan, choose_setting, matched_cost_rows, parse_budgets, parse_knob, run_sweep
 
 
 @click.command("sweep")
 @click.option("-m", "--method", "methods", multiple=True, required=True, help="Method to sweep (repeatable).")
 @click.option("--knob", "knobs", multiple=True,
               help="key=v1,v2,... (method.key=... with several methods; ';' between values of a list option, quoted for the shell: 'leace.layers=4;8'); "
-                   "one per method swept (`debiaskit methods` marks each method's strength knob).")
+                   "at least one per method swept, two or more of one method give their grid (`debiaskit methods` marks each method's strength knob).")
 @click.option("--budget", "budgets", default=",".join(map(str, DEFAULT_BUDGETS)), show_default=True,
-              help="kl budgets (nats) of the matched-cost table, comma-separated.")
+              help="kl budgets (nats) of the matched-cost table, comma-separated; --dev chooses within the first.")
+@click.option("--keep", type=click.FloatRange(min=0), default=DEFAULT_KEEP, show_default=True,
+              help="Retention floor: the matched-cost table also reports each budget among settings with "
+                   "definitional_retained >= this, and --dev chooses only among them.")
+@click.option("--dev", "dev_dataset", default=None,
+              help="Choose each method's setting on these jobs (e.g. dev, disjoint from occupations40) and report the "
+                   "chosen setting's row on --dataset.")
 @model_options
 @click.option("--dataset", default="occupations40", show_default=True)
 @click.option("--templates", "template_family", default="pronoun", show_default=True)
@@ -35,48 +43,92 @@ from debiaskit.sweep import DEFAULT_BUDGETS, matched_cost_rows, parse_budgets, p
 @click.option("--folds", type=int, default=DEFAULT_FOLDS, show_default=True)
 @click.option("--heldout-templates", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
+@professions_option
 @click.pass_context
-def sweep_command(context: click.Context, methods: tuple[str, ...], knobs: tuple[str, ...], budgets: str, model: str,
-                  device: str, dtype: str, dataset: str, template_family: str, assignments: tuple[str, ...],
-                  out: Path | None, seed: int, folds: int, heldout_templates: int, batch_size: int) -> None:
-    """Score each setting of a method's knob, print its points and the matched-cost table (gap reduction at each kl
-    budget on the method's frontier, and the area under the frontier)."""
+def sweep_command(context: click.Context, methods: tuple[str, ...], knobs: tuple[str, ...], budgets: str, keep: float,
+                  dev_dataset: str | None, model: str, device: str, dtype: str, dataset: str, template_family: str,
+                  assignments: tuple[str, ...], out: Path | None, seed: int, folds: int, heldout_templates: int,
+                  batch_size: int, professions: str) -> None:
+    """Score each setting of a method's knob (or grid of knobs), print its points and the matched-cost table (gap
+    reduction at each kl budget on the method's frontier, also among settings that keep definitional gender, and the
+    area under the frontier). With --dev, settings are scored on the dev jobs and the chosen one on --dataset."""
     host = _host(context)
     try:
         plan = _plan_methods(host, methods, assignments)
         swept = [name for name, _, _ in plan if name != BASELINE]
-        chosen = {}
+        if not swept:
+            raise DebiasKitError(f"nothing to sweep: name a method other than {BASELINE!r} with -m, e.g. -m leace --knob blend=0.5,1")
+        chosen: dict[str, list[tuple[str, list[str]]]] = {}
         for text in knobs:
             method, key, values = parse_knob(text, swept)
-            chosen[method] = (key, values)
+            if any(key == known for known, _ in chosen.get(method, [])):
+                raise DebiasKitError(f"--knob {text!r}: {method}.{key} is given twice; give its values once, comma-separated")
+            chosen.setdefault(method, []).append((key, values))
         missing = [name for name in swept if name not in chosen]
         if missing:
             knob = host.methods.get("method", missing[0]).strength_knob
             hint = f"e.g. --knob {missing[0]}.{knob}=..." if knob else f"{missing[0]} declares no strength knob; name an option"
             raise DebiasKitError(f"no --knob for {missing[0]!r}; {hint}")
         budget_values = parse_budgets(budgets)
+        swept_plan = [(name, cls, given, chosen[name]) for name, cls, given in plan if name != BASELINE]
+        check_plan(swept_plan)
         occupations, family = _load_data(host, dataset, template_family)
+        dev_occupations = _load_data(host, dev_dataset, template_family)[0] if dev_dataset else None
+        profession_list = professions_from_option(professions)
         if out is not None:
             check_writable(out)
         lm = load_model(model, device=device, dtype=dtype)
-        comparer = Comparer(lm, occupations, family, seed, folds, batch_size=batch_size, heldout_templates=heldout_templates)
-        points = run_sweep(comparer, [(name, cls, given, *chosen[name]) for name, cls, given in plan if name != BASELINE],
-                           host.methods.get("method", BASELINE))
+        comparer = Comparer(lm, dev_occupations or occupations, family, seed, folds, batch_size=batch_size,
+                            heldout_templates=heldout_templates, professions=profession_list)
+        points = run_sweep(comparer, swept_plan, host.methods.get("method", BASELINE))
+        baseline = comparer.comparison.runs[0].row
+        if baseline.get("status") != "ok":
+            raise click.ClickException(f"the baseline failed: {baseline.get('error')}")
+        matched, frontiers = matched_cost_rows(points, baseline["stereotype_gap"], budget_values, keep)
+        header = comparer.comparison.header()
+        click.echo(render(header, points, "table"), nl=False)
+        click.echo(render(header, matched, "table").split("\n", 1)[1], nl=False)
+        picked = _score_chosen(lm, host, occupations, family, swept_plan, points, budget_values[0], keep, seed, folds,
+                               batch_size, heldout_templates, profession_list) if dev_occupations else []
     except DebiasKitError as error:
         raise UserError(str(error)) from None
-    baseline = comparer.comparison.runs[0].row
-    if baseline.get("status") != "ok":
-        raise click.ClickException(f"the baseline failed: {baseline.get('error')}")
-    matched, frontiers = matched_cost_rows(points, baseline["stereotype_gap"], budget_values)
-    header = comparer.comparison.header()
-    click.echo(render(header, points, "table"), nl=False)
-    click.echo(render(header, matched, "table").split("\n", 1)[1], nl=False)
+    if picked:
+        click.echo(f"chosen on {dev_dataset} (kl <= {budget_values[0]:g}, definitional_retained >= {keep:g}), scored on {dataset}:")
+        click.echo(render(header, picked, "table").split("\n", 1)[1], nl=False)
     if out is not None:
         sweep = {**header, "command": _rerun_command(context), "versions": _versions(), "budgets": list(budget_values),
-                 "baseline_gap": baseline["stereotype_gap"], "baseline_kl": baseline["kl"], "points": points,
-                 "frontiers": frontiers, "matched": matched}
+                 "keep": keep, "baseline_gap": baseline["stereotype_gap"], "baseline_kl": baseline["kl"], "points": points,
+                 "frontiers": frontiers, "matched": matched, "dev": dev_dataset, "scored_dataset": dataset, "chosen": picked}
         atomic_write_text(out / SWEEP_FILE, json.dumps(_jsonable(sweep), indent=2) + "\n")
         click.echo(f"debiaskit: sweep of {label_of(header)} written; report at {write_report(out)}", err=True)
+    failed = [f"{p['method']} {p['value']}" for p in points if p.get("status") != "ok"] + [
+        p["method"] for p in picked if p.get("status") == "failed"]
+    if failed:
+        click.echo(f"debiaskit: {len(failed)} setting(s) failed: {', '.join(failed)}", err=True)
+        context.exit(1)
+
+
+def _score_chosen(lm, host, occupations, family, plan, points, budget, keep, seed, folds, batch_size,
+                  heldout_templates, professions) -> list[dict]:
+    """Each method's setting chosen on the dev points, scored as a compare row on the reported jobs."""
+    comparer = Comparer(lm, occupations, family, seed, folds, batch_size=batch_size, heldout_templates=heldout_templates,
+                        professions=professions)
+    comparer.run(BASELINE, host.methods.get("method", BASELINE), {})
+    rows = []
+    for name, method_class, given, _ in plan:
+        best = choose_setting(points, name, budget, keep)
+        if best is None:
+            rows.append({"method": name, "status": "no setting qualifies", "error": f"no dev setting has kl <= {budget:g} "
+                         f"and definitional_retained >= {keep:g}"})
+            continue
+        dev_change = best.get("gap_change_pct")
+        print(f"debiaskit: {name}: chose {best['knob']}={best['value']} on dev (gap change {dev_change:.1f}%); scoring it",
+              file=sys.stderr)
+        result = comparer.run(name, method_class, {**given, **best["setting"]})
+        rows.append({"method": name, "knob": best["knob"], "value": best["value"], "dev_gap_change_pct": dev_change,
+                     "dev_kl": best["kl"], "dev_definitional_retained": best.get("definitional_retained"),
+                     **{k: v for k, v in result.row.items() if k != "method"}})
+    return rows
 
 
 @click.command("report")

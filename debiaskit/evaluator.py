@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from debiaskit.data import Occupation, TemplateFamily, project_data_dir
 from debiaskit.method import LogitsTransform
 from debiaskit.metrics import kl_per_position
-from debiaskit.model import LoadedModel
+from debiaskit.model import Batch, LoadedModel
 from debiaskit.targets import TargetTokens
 
 DEFAULT_BATCH_SIZE = 64
@@ -68,6 +68,22 @@ def score_prompts(lm: LoadedModel, prompts: Sequence[str], targets: TargetTokens
     return p_male, p_female
 
 
+def next_token_log_probs(lm: LoadedModel, sequences: Sequence[Sequence[int]], transform: LogitsTransform | None,
+                         batch_size: int) -> list[tuple[Batch, torch.Tensor, torch.Tensor]]:
+    """Per batch of `sequences`, in order: the batch, the log-probs [batch, pos-1, vocab] (float32, CPU) of every
+    prediction whose next token exists, and which of those predictions [batch, pos-1] (bool, CPU) are not padding."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(sequences), batch_size):
+            batch = lm.make_batch(sequences[start:start + batch_size])
+            logits = lm.run(batch)
+            if transform is not None:
+                logits = transform(logits, batch.tokens)
+            valid = (batch.attention_mask[:, :-1] * batch.attention_mask[:, 1:]).bool().cpu()
+            out.append((batch, torch.log_softmax(logits[:, :-1].float(), dim=-1).cpu(), valid))
+    return out
+
+
 @dataclass(frozen=True)
 class NeutralCost:
     kl: float  # mean over positions of KL(P_none || P_method), nats
@@ -89,26 +105,11 @@ class NeutralText:
         self.batch_size = batch_size
         self._baseline: list[torch.Tensor] | None = None
 
-    def _log_probs(self, transform: LogitsTransform | None) -> list[torch.Tensor]:
-        """Per batch: log-probs [batch, pos-1, vocab] of the predictions whose next token exists."""
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(self.sequences), self.batch_size):
-                batch = self.lm.make_batch(self.sequences[start:start + self.batch_size])
-                logits = self.lm.run(batch)
-                if transform is not None:
-                    logits = transform(logits, batch.tokens)
-                out.append(torch.log_softmax(logits[:, :-1].float(), dim=-1))
-        return out
-
-    def _compare(self, log_probs: list[torch.Tensor]) -> NeutralCost:
+    def _compare(self, scored: list[tuple[Batch, torch.Tensor, torch.Tensor]]) -> NeutralCost:
         assert self._baseline is not None
         kl_sum = nll_sum = 0.0
         count = 0
-        for base, method, start in zip(self._baseline, log_probs, range(0, len(self.sequences), self.batch_size)):
-            batch = self.lm.make_batch(self.sequences[start:start + self.batch_size])
-            valid = (batch.attention_mask[:, :-1] * batch.attention_mask[:, 1:]).bool().cpu()
-            base, method = base.cpu(), method.cpu()
+        for base, (batch, method, valid) in zip(self._baseline, scored):
             kl = kl_per_position(base, method)
             nll = -method.gather(-1, batch.tokens[:, 1:].cpu().unsqueeze(-1)).squeeze(-1)
             kl_sum += float(kl[valid].double().sum())
@@ -117,11 +118,12 @@ class NeutralText:
         return NeutralCost(kl=kl_sum / count, nll=nll_sum / count)
 
     def record_baseline(self) -> NeutralCost:
-        self._baseline = [lp.cpu() for lp in self._log_probs(None)]
-        return self._compare(self._baseline)
+        scored = next_token_log_probs(self.lm, self.sequences, None, self.batch_size)
+        self._baseline = [log_probs for _, log_probs, _ in scored]
+        return self._compare(scored)
 
     def cost(self, transform: LogitsTransform | None) -> NeutralCost:
         """KL from the baseline and the model's own NLL on the text, with whatever is applied now."""
         if self._baseline is None:
             raise RuntimeError("call NeutralText.record_baseline() with no method applied first")
-        return self._compare(self._log_probs(transform))
+        return self._compare(next_token_log_probs(self.lm, self.sequences, transform, self.batch_size))

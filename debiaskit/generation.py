@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -139,14 +138,6 @@ def _next_tokens(last_logits: torch.Tensor, temperature: float, uniforms: torch.
     # the first token whose cumulative probability exceeds u: a token of probability 0 is never chosen
     chosen = torch.searchsorted(cumulative, (uniforms * cumulative[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
     return chosen.clamp(max=last_logits.shape[-1] - 1)
-
-
-def spread_templates(family: TemplateFamily, count: int) -> list[int]:
-    """Indices of `count` templates spread evenly over the family (first and last included), so a few templates
-    still cover its different verbs."""
-    if not 1 <= count <= len(family.templates):
-        raise DebiasKitError(f"templates per job {count}: accepted 1 to {len(family.templates)} (family {family.name!r})")
-    return sorted({int(round(i)) for i in np.linspace(0, len(family.templates) - 1, count)})
 
 
 def generation_frame(lm: LoadedModel, method: Method, jobs: Sequence[Occupation], family: TemplateFamily,

@@ -61,6 +61,11 @@ class Method:
         """True when `fit` learns from occupation prompts: the host then fits per fold and scores held-out jobs."""
         return False
 
+    def fitted_words(self) -> frozenset[str]:
+        """Words whose own text `fit` learns from (e.g. gendered word pairs). A profession or control noun among
+        them is left out of this method's selectivity scores, as a training job is: it would measure the fit."""
+        return frozenset()
+
     def check(self, lm: LoadedModel) -> None:
         """Raise DebiasKitError when these settings cannot work on `lm` (a layer or hook point it lacks, an SAE of
         another width). The host calls it for every method before scoring any, so bad input stops the run at once.

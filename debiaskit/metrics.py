@@ -50,8 +50,11 @@ def abs_bias(job_share: np.ndarray) -> float:
 
 
 def bls_corr(job_share: np.ndarray, pct_women: np.ndarray) -> float:
+    """Over the jobs whose percent women is known (not nan)."""
     job_share, pct_women = np.asarray(job_share, dtype=float), np.asarray(pct_women, dtype=float)
-    if job_share.std() == 0 or pct_women.std() == 0:
+    known = np.isfinite(pct_women)
+    job_share, pct_women = job_share[known], pct_women[known]
+    if len(job_share) < 2 or job_share.std() == 0 or pct_women.std() == 0:
         return float("nan")
     return float(np.corrcoef(job_share, pct_women)[0, 1])
 

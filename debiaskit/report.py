@@ -22,6 +22,7 @@ from debiaskit.errors import DebiasKitError
 from debiaskit.reporting import atomic_write_text, latex_escape
 
 CONTROLS_FILE = "controls.csv"
+PROFESSIONS_FILE = "professions.csv"
 SWEEP_FILE = "sweep.json"
 MARKERS = ("s", "^", "D", "v", "o", "P", "X", "*")
 LINESTYLES = ("-", "--", "-.", ":")
@@ -59,30 +60,56 @@ def _with_sd(row: dict[str, Any], column: str, digits: int) -> str:
 
 def summary_table(summary: dict[str, Any]) -> Table:
     """The unified table with intervals: one row per method, numbers rounded to what the measurement supports."""
+    columns = ("method", "stereotype_gap", "gap_change_pct", "noise", "stereotype_retained", "factual_retained",
+               "definitional_retained", "definitional_acc", "agreement_share", "kl", "kl_gendered", "ppl_ratio", "bls_corr",
+               "protocol")
     rows = []
     for row in summary["methods"]:
         if row.get("status") != "ok":
-            rows.append((row["method"], "failed: " + str(row.get("error", "")), *[""] * 7))
+            rows.append((row["method"], "failed: " + str(row.get("error", "")), *[""] * (len(columns) - 2)))
             continue
         noise = {True: "within noise", False: "", None: ""}[row.get("within_noise")]
         rows.append((row["method"], _interval(row, "stereotype_gap", "gap_ci_low", "gap_ci_high", 3),
                      _interval(row, "gap_change_pct", "change_ci_low", "change_ci_high", 1), noise,
-                     _with_sd(row, "definitional_acc", 3), _with_sd(row, "kl", 4), _number(row.get("ppl_ratio"), 3),
-                     _number(row.get("bls_corr"), 2), str(row.get("protocol", ""))))
-    level = f"95% paired bootstrap intervals over jobs and templates ({summary.get('bootstrap')} resamples)" if summary.get("bootstrap") else "no intervals (--bootstrap 0)"
+                     *(_interval(row, name, f"{name}_ci_low", f"{name}_ci_high", 2)
+                       for name in ("stereotype_retained", "factual_retained", "definitional_retained")),
+                     _with_sd(row, "definitional_acc", 3), _with_sd(row, "agreement_share", 3), _with_sd(row, "kl", 4),
+                     _with_sd(row, "kl_gendered", 4), _number(row.get("ppl_ratio"), 3), _number(row.get("bls_corr"), 2),
+                     str(row.get("protocol", ""))))
+    level = f"95% paired bootstrap intervals ({summary.get('bootstrap')} resamples: jobs and templates for the gap, nouns and templates for definitional_retained, professions for the regression)" if summary.get("bootstrap") else "no intervals (--bootstrap 0)"
     seeds = f"; ± = sd over seeds {','.join(map(str, summary['seeds']))}" if summary.get("seeds") else ""
-    return Table("Comparison", ("method", "stereotype_gap", "gap_change_pct", "noise", "definitional_acc", "kl",
-                                "ppl_ratio", "bls_corr", "protocol"), tuple(rows), level + seeds)
+    return Table("Comparison", columns, tuple(rows), level + seeds)
 
 
 def matched_cost_table(sweep: dict[str, Any]) -> Table:
-    budgets = sweep["budgets"]
-    columns = ("method", "settings", *(f"gap_reduction_pct @ kl={b:g}" for b in budgets), "frontier_area")
+    budgets, keep = sweep["budgets"], sweep.get("keep")
+    kept = [f"gap_reduction_pct_at_kl_{b:g}_keep_{keep:g}" for b in budgets] if keep is not None else []
+    columns = ("method", "settings", *(f"gap_reduction_pct @ kl={b:g}" for b in budgets),
+               *(f"same, definitional_retained >= {keep:g} @ kl={b:g}" for b in budgets if kept), "frontier_area")
     rows = tuple((r["method"], str(r["settings"]), *(_number(r[f"gap_reduction_pct_at_kl_{b:g}"], 1) for b in budgets),
-                  _number(r["frontier_area"], 4)) for r in sweep["matched"])
+                  *(_number(r.get(column), 1) for column in kept), _number(r["frontier_area"], 4)) for r in sweep["matched"])
     scored = f"; scored on held-out templates {sweep['heldout_templates']}" if sweep.get("heldout_templates") else ""
+    where = f"; settings scored on {sweep['dataset']}"
     return Table("Matched cost", columns, rows, f"baseline |stereotype_gap| {abs(sweep['baseline_gap']):.3f}; frontier_area = "
-                 f"mean |gap| on the frontier over kl in [0, {max(budgets):g}]{scored}")
+                 f"mean |gap| on the frontier over kl in [0, {max(budgets):g}]{scored}{where}")
+
+
+def chosen_table(sweep: dict[str, Any]) -> Table:
+    """`sweep --dev`: each method's setting chosen on the dev jobs and its row on the reported jobs."""
+    columns = ("method", "setting", "dev gap_change_pct", "dev kl", "gap_change_pct", "stereotype_retained",
+               "definitional_retained", "kl", "kl_gendered", "agreement_share")
+    rows = []
+    for row in sweep["chosen"]:
+        if row.get("status") != "ok":
+            rows.append((row["method"], str(row.get("status")) + ": " + str(row.get("error", "")), *[""] * (len(columns) - 2)))
+            continue
+        rows.append((row["method"], f"{row['knob']}={row['value']}", _number(row.get("dev_gap_change_pct"), 1),
+                     _number(row.get("dev_kl"), 4), _interval(row, "gap_change_pct", "change_ci_low", "change_ci_high", 1),
+                     _number(row.get("stereotype_retained"), 2), _number(row.get("definitional_retained"), 2),
+                     _number(row.get("kl"), 4), _number(row.get("kl_gendered"), 4), _number(row.get("agreement_share"), 3)))
+    return Table("Chosen on dev jobs, scored on the reported jobs", columns, tuple(rows),
+                 f"chosen on {sweep.get('dev')}: the largest gap reduction with kl <= {sweep['budgets'][0]:g} and "
+                 f"definitional_retained >= {sweep.get('keep')}; scored on {sweep.get('scored_dataset')}")
 
 
 def markdown(table: Table) -> str:
@@ -184,6 +211,34 @@ def gap_kl_figure(summary: dict[str, Any], path: Path) -> Path | None:
     return _save(figure, path)
 
 
+def selectivity_figure(summary: dict[str, Any] | None, sweep: dict[str, Any] | None, path: Path) -> Path | None:
+    """stereotype_retained (x) against definitional_retained (y): each compared method (filled) and each swept
+    setting (hollow, labelled with its value); the ideal corner (0, 1) removes the stereotype and keeps gender."""
+    points = [(row["method"], row, True) for row in (summary or {}).get("methods", [])]
+    points += [(f"{p['method']} {p['value']}", p, False) for p in (sweep or {}).get("points", [])]
+    points = [(label, row, filled) for label, row, filled in points if row.get("status") == "ok"
+              and all(isinstance(row.get(c), (int, float)) and math.isfinite(row[c]) for c in ("stereotype_retained", "definitional_retained"))]
+    if not points:
+        return None
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6.0, 4.6))
+    methods = list(dict.fromkeys(label.split(" ")[0] for label, _, _ in points))
+    for label, row, filled in points:
+        marker = MARKERS[methods.index(label.split(" ")[0]) % len(MARKERS)]
+        x, y = row["stereotype_retained"], row["definitional_retained"]
+        axis.scatter([x], [y], marker=marker, s=36 if filled else 24, facecolors="black" if filled else "white", edgecolors="black")
+        axis.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    axis.scatter([0], [1], marker="*", s=140, facecolors="white", edgecolors="black", zorder=3)
+    axis.annotate("ideal: stereotype gone, gender kept", (0, 1), fontsize=7, xytext=(6, -10), textcoords="offset points")
+    axis.axvline(1.0, color="0.6", linestyle=":", linewidth=0.8)
+    axis.axhline(1.0, color="0.6", linestyle=":", linewidth=0.8)
+    axis.set(xlabel="stereotype retained  a_s / a_s(none)", ylabel="definitional retained  gap / gap(none)",
+             title=f"Selectivity: stereotype removed against gender kept\n{label_of(summary or sweep or {})}")
+    axis.title.set_fontsize(9)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
 def frontier_figure(sweep: dict[str, Any], path: Path) -> Path | None:
     """Every swept setting (hollow) and each method's frontier (line) in the (kl, |gap|) plane; budgets dotted."""
     if not sweep.get("points"):
@@ -252,9 +307,15 @@ def write_report(run_dir: Path) -> Path:
     if sweep is not None:
         tables.append(matched_cost_table(sweep))
         atomic_write_text(run_dir / "matched_cost.tex", latex(tables[-1]))
+        if sweep.get("chosen"):
+            tables.append(chosen_table(sweep))
+            atomic_write_text(run_dir / "chosen.tex", latex(tables[-1]))
         found = frontier_figure(sweep, run_dir / "figures" / "frontiers.png")
         if found:
             figures.append((found, "Each swept setting (hollow, labelled with its knob value) and each method's frontier; dotted lines mark the kl budgets."))
+    found = selectivity_figure(summary, sweep, run_dir / "figures" / "selectivity.png")
+    if found:
+        figures.append((found, "Stereotype retained (a_s / a_s(none), x) against definitional retained (y) per method (filled) and swept setting (hollow); the star is the ideal corner."))
     title = f"debiaskit report: {label_of(header)}"
     protocol = f"protocol: {header.get('protocol')}, folds {header.get('folds')}" + (
         f", held-out templates {header['heldout_templates']}" if header.get("heldout_templates") else "")

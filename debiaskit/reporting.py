@@ -17,16 +17,26 @@ from debiaskit.metrics import VERDICTS
 
 FORMATS = ("table", "markdown", "csv", "latex", "json")
 LEADING_COLUMNS = ("method", "status", "stereotype_gap", "gap_ci_low", "gap_ci_high", "gap_change_pct", "change_ci_low",
-                   "change_ci_high", "within_noise", "definitional_acc", "abs_bias", "bls_corr", "gender_mass",
-                   "kl", "ppl_ratio", *VERDICTS, "seconds")
+                   "change_ci_high", "within_noise", "stereotype_retained", "factual_retained", "definitional_retained",
+                   "definitional_acc", "agreement_acc", "agreement_share", "abs_bias", "bls_corr", "gender_mass", "kl", "kl_gendered",
+                   "ppl_ratio", *VERDICTS, "seconds")
+# the rest of what the host computes for every row: after the leading columns, never a method's own details
+SELECTIVITY_COLUMNS = tuple(
+    f"{name}{suffix}"
+    for name in ("a_s", "a_f", "b", "stereotype_retained", "factual_retained", "definitional_gap", "definitional_retained",
+                 "female_noun_share", "male_noun_share")
+    for suffix in ("", "_ci_low", "_ci_high")
+) + ("professions_scored", "professions_left_out")
 TRAILING_COLUMNS = ("protocol", "error")
+INTERVAL_COLUMNS = ("gap_ci_low", "gap_ci_high", "change_ci_low", "change_ci_high")
 
 
 def summary_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """Rows in a fixed column order: headline columns, then method-specific ones, then protocol and error."""
     frame = pd.DataFrame(list(rows))
-    extra = [c for c in frame.columns if c not in LEADING_COLUMNS and c not in TRAILING_COLUMNS]
-    ordered = [c for c in (*LEADING_COLUMNS, *extra, *TRAILING_COLUMNS) if c in frame.columns]
+    host = (*LEADING_COLUMNS, *SELECTIVITY_COLUMNS, *TRAILING_COLUMNS)
+    extra = [c for c in frame.columns if c not in host]
+    ordered = list(dict.fromkeys(c for c in (*LEADING_COLUMNS, *SELECTIVITY_COLUMNS, *extra, *TRAILING_COLUMNS) if c in frame.columns))
     return frame[ordered]
 
 
@@ -51,8 +61,7 @@ def headline_table(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> st
     """The terminal view of a comparison: one row per method with the headline columns (the gap's interval as one
     cell), then each method's own columns (layers, latents, probe accuracies) and errors on a line of their own."""
     frame = summary_frame(rows)
-    shown = [c for c in LEADING_COLUMNS if c in frame.columns and c not in ("gap_ci_low", "gap_ci_high", "change_ci_low",
-                                                                            "change_ci_high", *VERDICTS)]
+    shown = [c for c in LEADING_COLUMNS if c in frame.columns and c not in (*INTERVAL_COLUMNS, *VERDICTS)]
     columns = shown[:3] + (["gap_95ci"] if "gap_ci_low" in frame.columns else []) + shown[3:] + ["protocol"]
     cells = []
     for row in rows:
@@ -60,7 +69,8 @@ def headline_table(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> st
         cells.append([_cell(values.get(column)) for column in columns])
     details = []
     for row in rows:
-        own = {k: v for k, v in row.items() if k not in LEADING_COLUMNS and k not in TRAILING_COLUMNS and _cell(v)}
+        own = {k: v for k, v in row.items()
+               if k not in (*LEADING_COLUMNS, *SELECTIVITY_COLUMNS, *TRAILING_COLUMNS) and _cell(v)}
         if row.get("status") != "ok":
             details.append(f"  {row['method']}: failed: {row.get('error')}")
         elif own:

@@ -1,7 +1,7 @@
 """`compare --resume DIR`: finish an interrupted run without recomputing the methods it already scored.
 
 `compare --out DIR` rewrites its files atomically after every method (manifest.json, summary.json, prompts.csv,
-controls.csv), so a stopped run leaves them consistent up to its last finished method. Resuming reads the settings
+controls.csv, professions.csv), so a stopped run leaves them consistent up to its last finished method. Resuming reads the settings
 back from the manifest's command (a setting given again must equal the recorded one), keeps every method whose row
 is `ok` and whose per-prompt results are on disk, and runs the rest (failed methods run again). It refuses to mix
 results when anything that changes numbers differs: a setting, the plugins folder, the device, or the content of the
@@ -14,6 +14,7 @@ import hashlib
 import json
 import shlex
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ import pandas as pd
 from debiaskit.compare import MethodRun
 from debiaskit.data import OccupationSet, TemplateFamily
 from debiaskit.errors import DebiasKitError
-from debiaskit.report import CONTROLS_FILE
+from debiaskit.professions import Profession
+from debiaskit.report import CONTROLS_FILE, PROFESSIONS_FILE
 
 MANIFEST_FILE, SUMMARY_FILE, PROMPTS_FILE = "manifest.json", "summary.json", "prompts.csv"  # as write_run names them
 PRESENTATION = ("fmt", "out", "resume")  # how results are shown or where they go: free to change on resume
@@ -42,11 +44,13 @@ class PreviousRun:
     finished: tuple[MethodRun, ...]
 
 
-def data_fingerprint(occupations: OccupationSet, family: TemplateFamily) -> str:
-    """sha256 of the jobs and the templates as scored: a user's CSV edited between runs changes it."""
+def data_fingerprint(occupations: OccupationSet, family: TemplateFamily, professions: Sequence[Profession] = ()) -> str:
+    """sha256 of the jobs, the templates and the professions as scored: a user's file edited between runs changes it."""
     content = {"jobs": [[job.name, job.group, job.pct_women] for job in occupations.occupations],
                "templates": list(family.templates), "male_words": list(family.male_words),
                "female_words": list(family.female_words)}
+    if professions:
+        content["professions"] = [[p.name, p.definitional, p.stereotypical] for p in professions]
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
 
 
@@ -62,12 +66,16 @@ def read_previous_run(directory: Path, command: click.Command) -> PreviousRun:
     summary = _read_json(directory / SUMMARY_FILE, directory)
     plugins_dir, parameters = _parse_command(manifest, command, directory)
     prompts, controls = _read_frame(directory / PROMPTS_FILE), _read_frame(directory / CONTROLS_FILE)
+    professions = _read_frame(directory / PROFESSIONS_FILE)
     finished = []
     for row in summary.get("methods", []):
         name = row.get("method")
         if row.get("status") != "ok" or not _has(prompts, name) or not _has(controls, name):
             continue  # failed, or its per-prompt results were not all written when the run stopped: it runs again
-        finished.append(MethodRun(dict(row), _rows_of(prompts, name), _rows_of(controls, name)))
+        if row.get("professions_scored") and not _has(professions, name):
+            continue
+        finished.append(MethodRun(dict(row), _rows_of(prompts, name), _rows_of(controls, name),
+                                  _rows_of(professions, name) if _has(professions, name) else None))
     if finished and finished[0].row["method"] != "none":
         finished = []  # every other row is measured against the baseline: without it nothing can be kept
     return PreviousRun(directory, manifest, parameters, plugins_dir, tuple(finished))

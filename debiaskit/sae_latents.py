@@ -105,6 +105,9 @@ class SAEMethod(Method):
     def uses_jobs(self) -> bool:
         return self.settings.get("selection", "contrast") != "contrast"
 
+    def fitted_words(self) -> frozenset[str]:
+        return frozenset(gendered_words().words()) if self.settings.get("selection") == "contrast" else frozenset()
+
     def select_latents(self, context: FitContext) -> None:
         """Measure the latent statistics on the selection's examples and keep the chosen latents."""
         loaded = self.load(context.model)

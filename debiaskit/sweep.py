@@ -8,10 +8,17 @@ budget can always buy that setting). From the frontier f(kl):
   gap_reduction_pct at budget b = 100 * (|gap_none| - f(b)) / |gap_none|
   frontier_area                 = (1 / K) * integral_0^K f(kl) dkl, K the largest budget: the mean |gap| left over
                                   budgets 0..K (lower is better; a method that removes the gap for free scores 0)
+
+A method can buy gap reduction by erasing gender. So the table also gives, at each budget, the reduction on the
+frontier of the settings that keep definitional_retained >= R (`--keep`, default 0.9), and `sweep --dev DATASET`
+chooses each method's setting on dev jobs, the one with the largest gap reduction among those with kl <= the first
+budget and definitional_retained >= R, and scores that setting on the reported jobs. Two knobs of one method are
+swept over their grid.
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -24,6 +31,7 @@ from debiaskit.method import Method
 from debiaskit.options import resolve_settings
 
 DEFAULT_BUDGETS = (0.02, 0.05)
+DEFAULT_KEEP = 0.9
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -83,36 +91,69 @@ def frontier_area(frontier_kl: np.ndarray, frontier_gap: np.ndarray, kl_max: flo
     return float(np.sum((values[1:] + values[:-1]) / 2 * np.diff(knots)) / kl_max)
 
 
-def matched_cost_rows(points: Sequence[Mapping[str, Any]], baseline_gap: float, budgets: Sequence[float]) -> tuple[list[dict[str, Any]], dict[str, list[list[float]]]]:
-    """One row per swept method (gap reduction at each budget, frontier area) and each method's frontier points."""
+def matched_cost_rows(points: Sequence[Mapping[str, Any]], baseline_gap: float, budgets: Sequence[float],
+                      keep: float = DEFAULT_KEEP) -> tuple[list[dict[str, Any]], dict[str, list[list[float]]]]:
+    """One row per swept method (gap reduction at each budget, also among the settings that keep
+    definitional_retained >= `keep`, and the frontier area) and each method's frontier points. Failed settings are
+    left out of every frontier."""
     rows, frontiers = [], {}
+
+    def reduction(left: float) -> float:
+        return 100.0 * (abs(baseline_gap) - left) / abs(baseline_gap) if baseline_gap else float("nan")
+
     for method in dict.fromkeys(p["method"] for p in points):
         mine = [p for p in points if p["method"] == method and p.get("status") == "ok"]
+        kept = [p for p in mine if p.get("definitional_retained", float("nan")) >= keep]
         kl, gap = pareto_frontier([0.0, *(p["kl"] for p in mine)], [baseline_gap, *(p["stereotype_gap"] for p in mine)])
+        kept_kl, kept_gap = pareto_frontier([0.0, *(p["kl"] for p in kept)], [baseline_gap, *(p["stereotype_gap"] for p in kept)])
         frontiers[method] = [[float(a), float(b)] for a, b in zip(kl, gap)]
-        row: dict[str, Any] = {"method": method, "settings": len(mine), "frontier_points": len(kl) - 1}
+        row: dict[str, Any] = {"method": method, "settings": len(mine), "frontier_points": len(kl) - 1,
+                               "settings_kept": len(kept)}
         for budget in budgets:
             left = gap_at_budget(kl, gap, budget)
             row[f"gap_at_kl_{budget:g}"] = left
-            row[f"gap_reduction_pct_at_kl_{budget:g}"] = 100.0 * (abs(baseline_gap) - left) / abs(baseline_gap) if baseline_gap else float("nan")
+            row[f"gap_reduction_pct_at_kl_{budget:g}"] = reduction(left)
+            row[f"gap_reduction_pct_at_kl_{budget:g}_keep_{keep:g}"] = reduction(gap_at_budget(kept_kl, kept_gap, budget))
         row["frontier_area"] = frontier_area(kl, gap, max(budgets))
         rows.append(row)
     return rows, frontiers
 
 
-def run_sweep(comparer: Comparer, plan: Sequence[tuple[str, type[Method], Mapping[str, Any], str, Sequence[str]]],
+def choose_setting(points: Sequence[Mapping[str, Any]], method: str, budget: float, keep: float) -> Mapping[str, Any] | None:
+    """The point of `method` with the smallest |stereotype_gap| among its ok settings with kl <= `budget` and
+    definitional_retained >= `keep` (the first such on a tie), or None when no setting qualifies."""
+    allowed = [p for p in points if p["method"] == method and p.get("status") == "ok" and p["kl"] <= budget
+               and p.get("definitional_retained", float("nan")) >= keep]
+    return min(allowed, key=lambda p: abs(p["stereotype_gap"]), default=None)
+
+
+def setting_grid(knobs: Sequence[tuple[str, Sequence[str]]]) -> list[dict[str, str]]:
+    """Every combination of the knobs' raw values, the first knob varying slowest."""
+    return [dict(zip((key for key, _ in knobs), values)) for values in itertools.product(*(raw for _, raw in knobs))]
+
+
+def check_plan(plan: Sequence[tuple[str, type[Method], Mapping[str, Any], Sequence[tuple[str, Sequence[str]]]]]) -> None:
+    """Every setting of every grid resolves (known options, values of the right type and range): said before
+    the model loads."""
+    for name, method_class, given, knobs in plan:
+        for setting in setting_grid(knobs):
+            method_class(**resolve_settings(name, method_class.options, {**given, **setting}))
+
+
+def run_sweep(comparer: Comparer, plan: Sequence[tuple[str, type[Method], Mapping[str, Any], Sequence[tuple[str, Sequence[str]]]]],
               baseline_class: type[Method]) -> list[dict[str, Any]]:
-    """Score the baseline, then each (method, class, options, knob, raw values) setting; one row per setting."""
-    for name, method_class, given, knob, raw_values in plan:
-        for raw in raw_values:  # every value is checked before anything is scored
-            resolve_settings(name, method_class.options, {**given, knob: raw})
+    """Score the baseline, then each (method, class, fixed options, knobs) setting of each knob grid; one row per
+    setting, with `knob` (the knob names, comma-separated) and `value` (their values, space-separated)."""
+    check_plan(plan)
     comparer.run(BASELINE, baseline_class, {})
     rows = []
-    for name, method_class, given, knob, raw_values in plan:
-        for raw in raw_values:
-            print(f"debiaskit: sweep {name} {knob}={raw}", file=sys.stderr)
-            result = comparer.run(name, method_class, {**given, knob: raw})
-            value = resolve_settings(name, method_class.options, {knob: raw})[knob]
-            rows.append({"method": name, "knob": knob, "value": ",".join(map(str, value)) if isinstance(value, tuple) else value,
-                         **{k: v for k, v in result.row.items() if k != "method"}})
+    for name, method_class, given, knobs in plan:
+        for setting in setting_grid(knobs):
+            described = " ".join(f"{key}={raw}" for key, raw in setting.items())
+            print(f"debiaskit: sweep {name} {described}", file=sys.stderr)
+            result = comparer.run(name, method_class, {**given, **setting})
+            typed = resolve_settings(name, method_class.options, setting)
+            values = [",".join(map(str, typed[key])) if isinstance(typed[key], tuple) else typed[key] for key in setting]
+            rows.append({"method": name, "knob": ",".join(setting), "value": values[0] if len(values) == 1 else " ".join(map(str, values)),
+                         "setting": dict(setting), **{k: v for k, v in result.row.items() if k != "method"}})
     return rows

@@ -45,3 +45,12 @@ def target_tokens(tokenizer: Any, family: TemplateFamily) -> TargetTokens:
     if shared:
         raise DebiasKitError(f"template family {family.name!r}: token ids {sorted(shared)} are in both target groups")
     return TargetTokens(tuple(dict.fromkeys(groups["male"])), tuple(dict.fromkeys(groups["female"])), tuple(skipped))
+
+
+PRONOUNS = TemplateFamily("pronouns", "the third-person pronouns, whatever family the prompts use", (),
+                          ("he", "him", "his"), ("she", "her", "hers"))
+
+
+def pronoun_targets(tokenizer: Any) -> TargetTokens:
+    """he/him/his against she/her/hers as single tokens: what agreement on gendered text is read on."""
+    return target_tokens(tokenizer, PRONOUNS)

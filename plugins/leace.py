@@ -76,6 +76,9 @@ class LeaceErasure(Method):
     def uses_jobs(self) -> bool:
         return self.settings["concept"] == "occupations"
 
+    def fitted_words(self) -> frozenset[str]:
+        return frozenset(gendered_words().words()) if self.settings["concept"] == "definitional" else frozenset()
+
     def check(self, lm: LoadedModel) -> None:
         bad = [layer for layer in self.layers if not 0 <= layer < lm.n_layers]
         if bad:

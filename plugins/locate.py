@@ -275,7 +275,7 @@ def locate_command(context: click.Context, model: str, device: str, dtype: str, 
                    templates_per_job: int, out: Path, top: int, batch_size: int) -> None:
     """Causal mediation analysis (Vig et al. 2020): the indirect effect on P(anti)/P(stereo) of each layer's
     attention and MLP output at the occupation's last token and at the prompt's last token."""
-    from debiaskit.generation import spread_templates
+    from debiaskit.data import spread_templates
     from debiaskit.model import load_model
     from debiaskit.plugin_host import load_plugins
     from debiaskit.reporting import check_writable

@@ -94,6 +94,9 @@ class LeastSquaresDebias(Method):
     def uses_jobs(self) -> bool:
         return True
 
+    def fitted_words(self) -> frozenset[str]:
+        return frozenset(gendered_words().words())  # the gender direction comes from the fit pairs
+
     def fit(self, context: FitContext) -> None:
         lm = context.model
         bad = [layer for layer in self.layers if not 0 <= layer < lm.n_layers]

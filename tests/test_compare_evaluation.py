@@ -79,3 +79,42 @@ def test_folds_are_checked_only_when_a_method_learns_from_jobs():
     check_folds(jobs, learns, 2, 0, in_sample=False)
     with pytest.raises(DebiasKitError, match="--folds 5: accepted 2 to 2"):
         check_folds(jobs, learns, 5, 0, in_sample=False)
+
+
+class JobFittedShe(SeededShe):
+    """A method that learns from jobs and declares a fit word, to check what the selectivity columns leave out."""
+
+    name = "job-fitted-she"
+    random_fit = False
+
+    def uses_jobs(self):
+        return True
+
+    def fitted_words(self):
+        return frozenset({"girl", "boy"})
+
+
+def test_professions_and_controls_are_scored_once_over_folds_and_fit_words_are_left_out(tiny_lm):
+    from debiaskit.professions import Profession
+
+    host = load_plugins()
+    jobs = host.datasets.get("data set", "occupations40").load(None)
+    family = host.templates.get("template family", "pronoun")
+    professions = [Profession(name, f, s) for name, f, s in (("nurse", 0.0, -0.9), ("plumber", 0.0, 0.8), ("girl", -1.0, 0.0),
+                                                               ("boy", 1.0, 0.0), ("dancer", -0.1, -0.9), ("boxer", 0.1, 0.9),
+                                                               ("judge", 0.0, 0.7), ("nanny", -0.3, -0.7))]
+    comparer = Comparer(tiny_lm, jobs, family, seed=0, n_folds=4, heldout_templates=2, professions=professions)
+    comparer.run("none", host.methods.get("method", "none"), {})
+    run = comparer.run("job-fitted-she", JobFittedShe, {})
+    assert run.ok, run.row.get("error")
+    scored = run.professions.groupby("profession")["fold"].agg(["nunique", "count"])
+    assert set(scored.index) == {"nurse", "plumber", "dancer", "boxer", "judge", "nanny"}  # the fit words are left out
+    assert (scored["nunique"] == 1).all() and (scored["count"] == 2).all()  # one fold, each profession template
+    held_out = {job.name: fold for fold, (_, held) in enumerate(comparer.folds) for job in held}
+    assert run.professions.groupby("profession")["fold"].first()["nurse"] == held_out["nurse"]
+    assert run.row["professions_left_out"] == 2 and run.row["professions_scored"] == 6
+    assert (run.control.groupby("pair")["fold"].nunique() == 1).all() and run.control["fold"].nunique() == 4
+    assert run.control["noun"].nunique() == 40
+    baseline = comparer.comparison.runs[0]
+    assert baseline.row["stereotype_retained"] == pytest.approx(1.0) and baseline.row["professions_left_out"] == 0
+    assert {"kl_gendered", "agreement_acc", "definitional_retained", "a_s", "a_f", "b"} <= set(run.row)

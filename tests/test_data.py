@@ -81,3 +81,19 @@ def test_datasets_folder_never_shadows_hugging_face_datasets():
     import datasets
 
     assert hasattr(datasets, "Dataset")
+
+
+def test_dev_jobs_are_disjoint_from_the_scored_jobs():
+    from debiaskit.plugin_host import load_plugins
+    from debiaskit.professions import shared_data_dir
+
+    if shared_data_dir() is None:
+        pytest.skip("no shared/data beside this checkout")
+    host = load_plugins()
+    dev = host.datasets.get("data set", "dev").load(None)
+    scored = host.datasets.get("data set", "occupations40").load(None)
+    heads = {job.name.split()[-1] for job in scored.occupations}
+    assert not {job.name.split()[-1] for job in dev.occupations} & heads
+    assert {job.group for job in dev.occupations} == {"female", "male"} and len(dev.occupations) >= 40
+    known = [job for job in dev.occupations if job.pct_women == job.pct_women]
+    assert len(known) >= 30 and all(0 <= job.pct_women <= 100 for job in known)

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from debiaskit import DebiasKitError, Intervention, Method, hooked
 from debiaskit.cli import cli
-from debiaskit.generation import read_gendered_word_lists, sample_continuations, sample_with_method, spread_templates
+from debiaskit.data import spread_templates
+from debiaskit.generation import read_gendered_word_lists, sample_continuations, sample_with_method
 from debiaskit.metrics import count_gendered_words, female_word_share, generation_summary, group_disparity
 from debiaskit.plugin_host import load_plugins
 

@@ -19,10 +19,13 @@ HEADER = {"model": "tiny", "dataset": "occupations40", "templates": "pronoun", "
 ROWS = [
     {"method": "none", "status": "ok", "stereotype_gap": 0.41234, "gap_ci_low": 0.36, "gap_ci_high": 0.4551,
      "gap_change_pct": 0.0, "change_ci_low": 0.0, "change_ci_high": 0.0, "within_noise": None, "definitional_acc": 0.9,
-     "kl": 0.0, "ppl_ratio": 1.0, "bls_corr": 0.8, "protocol": "not fitted on jobs"},
+     "stereotype_retained": 1.0, "factual_retained": 1.0, "definitional_retained": 1.0, "agreement_share": 0.97,
+     "kl": 0.0, "kl_gendered": 0.0, "ppl_ratio": 1.0, "bls_corr": 0.8, "protocol": "not fitted on jobs"},
     {"method": "my_method&co", "status": "ok", "stereotype_gap": 0.12345, "gap_ci_low": 0.1, "gap_ci_high": 0.15,
      "gap_change_pct": -70.06, "change_ci_low": -75.55, "change_ci_high": -64.0, "within_noise": False,
-     "definitional_acc": 0.8125, "kl": 0.023456, "ppl_ratio": 1.0213, "bls_corr": 0.5, "protocol": "not fitted on jobs"},
+     "definitional_acc": 0.8125, "stereotype_retained": 0.4, "stereotype_retained_ci_low": 0.3, "stereotype_retained_ci_high": 0.5234,
+     "factual_retained": 0.951, "definitional_retained": 0.6149, "agreement_share": 0.91234, "kl": 0.023456, "kl_gendered": 0.04561,
+     "ppl_ratio": 1.0213, "bls_corr": 0.5, "protocol": "not fitted on jobs"},
     {"method": "broken", "status": "failed", "error": "RuntimeError: boom"},
 ]
 
@@ -51,13 +54,14 @@ def run_dir(tmp_path):
 def test_tables_are_rounded_and_escaped(run_dir):
     write_report(run_dir)
     tex = (run_dir / "table.tex").read_text()
-    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\begin{tabular}{lrrlrrrrl}" in tex
-    assert r"my\_method\&co & 0.123 [0.100, 0.150] & -70.1 [-75.5, -64.0] &  & 0.812 & 0.0235 & 1.021 & 0.50" in tex
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\begin{tabular}{lrrlrrrrrrrrrl}" in tex
+    assert (r"my\_method\&co & 0.123 [0.100, 0.150] & -70.1 [-75.5, -64.0] &  & 0.40 [0.30, 0.52] & 0.95 & 0.61 & 0.812 & "
+            r"0.912 & 0.0235 & 0.0456 & 1.021 & 0.50") in tex
     assert "failed: RuntimeError: boom" in tex
     markdown = (run_dir / "report.md").read_text()
     assert "| none | 0.412 [0.360, 0.455] | 0.0 [0.0, 0.0] |" in markdown
     assert "model tiny · data set occupations40 · templates pronoun · seed 3" in markdown
-    assert {p.name for p in (run_dir / "figures").iterdir()} == {"job_shares.png", "gap_kl.png"}
+    assert {p.name for p in (run_dir / "figures").iterdir()} == {"job_shares.png", "gap_kl.png", "selectivity.png"}
 
 
 def test_html_page_renders_with_tables_and_figures(run_dir, tmp_path_factory):
@@ -66,7 +70,7 @@ def test_html_page_renders_with_tables_and_figures(run_dir, tmp_path_factory):
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
     dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
     assert dom.count("<table>") == 1 and "my_method&amp;co" in dom and "within noise" not in dom.split("<table>")[0]
-    assert dom.count("data:image/png;base64,") == 2
+    assert dom.count("data:image/png;base64,") == 3
     shot = tmp_path_factory.mktemp("shot") / "page.png"
     subprocess.run([chromium, *flags, "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri()],
                    capture_output=True, timeout=120, check=True)

@@ -19,7 +19,7 @@ from debiaskit.cli import cli
 PLUGINS = str(Path(__file__).resolve().parent / "plugins_for_tests")
 JOBS = "occupation,group,pct_women\nnurse,female,91.3\nsecretary,female,93\nplumber,male,2.3\nmechanic,male,1.8\n"
 METHODS = ["none", "logit-rebalance", "interrupts-once", "leace"]
-RUN_FILES = {"manifest.json", "summary.json", "summary.csv", "prompts.csv", "controls.csv"}
+RUN_FILES = {"manifest.json", "summary.json", "summary.csv", "prompts.csv", "controls.csv", "professions.csv"}
 
 
 def compare_args(model_dir, jobs, out):

@@ -4,15 +4,17 @@ import numpy as np
 import pytest
 
 from debiaskit.errors import DebiasKitError
-from debiaskit.sweep import frontier_area, gap_at_budget, matched_cost_rows, pareto_frontier, parse_budgets, parse_knob
+from debiaskit.sweep import (choose_setting, frontier_area, gap_at_budget, matched_cost_rows, pareto_frontier, parse_budgets,
+                             parse_knob, setting_grid)
 
 
-def point(kl, gap, value):
-    return {"method": "m", "status": "ok", "kl": kl, "stereotype_gap": gap, "knob": "k", "value": value}
+def point(kl, gap, value, retained=1.0, status="ok"):
+    return {"method": "m", "status": status, "kl": kl, "stereotype_gap": gap, "knob": "k", "value": value,
+            "definitional_retained": retained}
 
 
 # baseline |gap| 0.4 at kl 0; (0.02, 0.35) and (0.05, 0.12) are beaten by (0.01, 0.3) and (0.03, 0.1)
-POINTS = [point(0.01, 0.3, 1), point(0.03, -0.1, 2), point(0.02, 0.35, 3), point(0.05, 0.12, 4)]
+POINTS = [point(0.01, 0.3, 1), point(0.03, -0.1, 2, retained=0.5), point(0.02, 0.35, 3), point(0.05, 0.12, 4)]
 
 
 def test_pareto_frontier_keeps_undominated_points_by_abs_gap():
@@ -51,3 +53,31 @@ def test_parsing_knobs_and_budgets():
             parse_knob(bad, methods)
     with pytest.raises(DebiasKitError, match="above 0"):
         parse_budgets("0,-1")
+
+
+def test_matched_cost_among_settings_that_keep_gender():
+    # setting 2 (kl 0.03, |gap| 0.1) erases half of definitional gender: without it the frontier is
+    # (0, 0.4), (0.01, 0.3), (0.05, 0.12), so at kl 0.02 |gap| = 0.3 - 0.18 / 4 = 0.255 and at 0.05 it is 0.12
+    (row,), _ = matched_cost_rows(POINTS, baseline_gap=0.4, budgets=(0.02, 0.05), keep=0.9)
+    assert row["settings_kept"] == 3
+    assert row["gap_reduction_pct_at_kl_0.02_keep_0.9"] == pytest.approx(100 * (0.4 - 0.255) / 0.4)
+    assert row["gap_reduction_pct_at_kl_0.05_keep_0.9"] == pytest.approx(70.0)
+    assert row["gap_reduction_pct_at_kl_0.05"] == pytest.approx(75.0)
+
+
+def test_failed_settings_are_left_out_of_frontiers():
+    (row,), frontiers = matched_cost_rows([*POINTS, point(0.001, 0.0, 5, status="failed")], baseline_gap=0.4, budgets=(0.02,))
+    assert row["settings"] == 4 and frontiers["m"][1] == [0.01, 0.3]
+
+
+def test_choose_setting_within_budget_and_retention_floor():
+    assert choose_setting(POINTS, "m", budget=0.05, keep=0.9)["value"] == 4  # 2 is better but erases gender
+    assert choose_setting(POINTS, "m", budget=0.05, keep=0.4)["value"] == 2
+    assert choose_setting(POINTS, "m", budget=0.02, keep=0.9)["value"] == 1
+    assert choose_setting(POINTS, "m", budget=0.005, keep=0.9) is None
+
+
+def test_two_knobs_of_one_method_give_their_grid():
+    assert setting_grid([("factor", ["0", "0.3"]), ("n_latents", ["10", "20"])]) == [
+        {"factor": "0", "n_latents": "10"}, {"factor": "0", "n_latents": "20"},
+        {"factor": "0.3", "n_latents": "10"}, {"factor": "0.3", "n_latents": "20"}]
