@@ -50,13 +50,15 @@ def draw_resamples(groups: np.ndarray, n_templates: int, n_resamples: int, seed:
     return Resamples(counts, weights)
 
 
-def share_matrix(frame: pd.DataFrame, item: str = "job", group: str = "group") -> tuple[np.ndarray, np.ndarray, list[str], list[int]]:
+def share_matrix(frame: pd.DataFrame, item: str = "job",
+                 group: str = "group") -> tuple[np.ndarray, np.ndarray, list[str], list[int]]:
     """(S [items, templates] of female_share, group per item, item names, template indices) from a per-prompt frame;
     the items are jobs grouped by who dominates them, or control nouns grouped by their gender."""
     scored = frame.assign(female_share=female_share(frame["p_male"], frame["p_female"]))
     pivot = scored.pivot_table(index=item, columns="template", values="female_share", aggfunc="mean", sort=True)
     if pivot.isna().any().any():
-        raise DebiasKitError(f"the bootstrap needs every {item} scored in every template; some ({item}, template) prompts are missing")
+        raise DebiasKitError(f"the bootstrap needs every {item} scored in every template; some ({item}, template) prompts "
+                             "are missing")
     groups = scored.groupby(item)[group].first().reindex(pivot.index).to_numpy()
     return pivot.to_numpy(dtype=float), groups, list(pivot.index), list(pivot.columns)
 

@@ -126,7 +126,8 @@ class Comparer:
         self.profession_prompts = build_profession_prompts(professions, family, profession_templates) if professions else None
         self.neutral = NeutralText(lm)
         self.gendered = GenderedText(lm, pronoun_targets(lm.tokenizer))
-        selectivity = {"control_nouns": len(nouns), "control_token_overlap": shared_token_nouns(lm.tokenizer, nouns, gendered_words().words()),
+        selectivity = {"control_nouns": len(nouns),
+                       "control_token_overlap": shared_token_nouns(lm.tokenizer, nouns, gendered_words().words()),
                        "professions": len(professions), "profession_templates": profession_templates if professions else [],
                        "gendered_text_pronouns": self.gendered.n_pronouns}
         self.comparison = Comparison(lm.name, occupations.name, family.name, str(lm.device), seed, n_folds, in_sample, self.targets,
@@ -199,7 +200,8 @@ class Comparer:
             protocol += f", held-out templates ({len(self.comparison.heldout_templates)} of {len(self.family.templates)})"
         return splits, protocol
 
-    def _professions_of_fold(self, method: Method, splits: Sequence[tuple[int, tuple[Occupation, ...], set[str]]]) -> tuple[list[set[str]], int]:
+    def _professions_of_fold(self, method: Method,
+                             splits: Sequence[tuple[int, tuple[Occupation, ...], set[str]]]) -> tuple[list[set[str]], int]:
         """Per split, the professions it scores, and how many are left out. Over folds each profession is scored once:
         a profession that is a job by the fold that holds it out, any other by one fold in turn. Left out: a fit word of
         the method, and a job it was fitted on in-sample."""
@@ -238,6 +240,8 @@ class Comparer:
                 label = f"{name}" + (f" fold {fold + 1}/{len(splits)}" if fold >= 0 else "")
 
                 def scored(frame: pd.DataFrame, part: str) -> pd.DataFrame:
+                    if frame.empty:  # more folds than control pairs: this fold scores none
+                        return frame.assign(method=name, fold=fold, p_male=[], p_female=[])
                     p_male, p_female = score_prompts(self.lm, list(frame["prompt"]), self.targets, transform,
                                                      self.batch_size, f"{label}{part}")
                     return frame.assign(method=name, fold=fold, p_male=p_male, p_female=p_female)
@@ -280,6 +284,8 @@ class Comparer:
                                "gap_change_pct": gap_change_pct(summary["stereotype_gap"], baseline_gap)}
         row.update(definitional_columns(baseline.control, scored.control, resamples, self.seed))
         if scored.professions is not None and baseline.professions is not None:
+            if set(scored.professions["template"]) != set(baseline.professions["template"]):
+                raise DebiasKitError("the baseline's professions were scored on other templates; rerun both together")
             row.update(regression_columns(profession_scores(baseline.professions), profession_scores(scored.professions),
                                           resamples, self.seed))
             row["professions_left_out"] = scored.professions_left_out

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from debiaskit.bootstrap import DEFAULT_LEVEL, Resamples, draw_resamples, percentile_interval, resampled_group_means, share_matrix
+from debiaskit.bootstrap import (DEFAULT_LEVEL, Resamples, draw_resamples, percentile_interval, resampled_group_means,
+                                 share_matrix)
 from debiaskit.data import TemplateFamily, gendered_words, project_data_dir
 from debiaskit.errors import DebiasKitError
 from debiaskit.metrics import female_share, stereotype_gap
@@ -97,10 +98,14 @@ def definitional_columns(baseline: pd.DataFrame, method: pd.DataFrame, n_resampl
     """The row's control columns from scored control frames (noun, gender, template, p_male, p_female); the
     baseline is read on the nouns the method was scored on, and the intervals (with `n_resamples` > 0) are paired."""
     baseline = baseline[baseline["noun"].isin(set(method["noun"]))]
+    if set(zip(method["noun"], method["template"])) != set(zip(baseline["noun"], baseline["template"])):
+        raise DebiasKitError("the baseline and the method were scored on different control prompts; a retention needs both "
+                             "on the same nouns and templates")
     nouns, before = noun_shares(method), noun_shares(baseline)
     female = float(nouns.loc[nouns["gender"] == "female", "female_share"].mean())
     male = float(nouns.loc[nouns["gender"] == "male", "female_share"].mean())
-    gap, gap_none = stereotype_gap(nouns["female_share"], nouns["gender"]), stereotype_gap(before["female_share"], before["gender"])
+    gap = stereotype_gap(nouns["female_share"], nouns["gender"])
+    gap_none = stereotype_gap(before["female_share"], before["gender"])
     row: dict[str, Any] = {
         "definitional_acc": definitional_acc(method["p_male"], method["p_female"], method["gender"]),
         "definitional_gap": gap, "definitional_retained": gap / gap_none if gap_none else float("nan"),
@@ -112,9 +117,9 @@ def definitional_columns(baseline: pd.DataFrame, method: pd.DataFrame, n_resampl
         resamples: Resamples = draw_resamples(groups, base_share.shape[1], n_resamples, seed)
         base_means = resampled_group_means(base_share, groups, resamples)
         means = resampled_group_means(method_share, groups, resamples)
+        gaps, base_gaps = means["female"] - means["male"], base_means["female"] - base_means["male"]
         with np.errstate(divide="ignore", invalid="ignore"):
-            samples = {"definitional_gap": means["female"] - means["male"],
-                       "definitional_retained": (means["female"] - means["male"]) / (base_means["female"] - base_means["male"]),
+            samples = {"definitional_gap": gaps, "definitional_retained": gaps / base_gaps,
                        "female_noun_share": means["female"], "male_noun_share": means["male"]}
         for name, values in samples.items():
             row[f"{name}_ci_low"], row[f"{name}_ci_high"] = percentile_interval(values, level)

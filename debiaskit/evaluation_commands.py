@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
 from debiaskit.cli import UserError, _host, _load_data, _plan_methods, _rerun_command, _versions
+from debiaskit.command_options import model_options, professions_option
 from debiaskit.compare import BASELINE, DEFAULT_FOLDS, Comparer
+from debiaskit.data import OccupationSet, TemplateFamily
 from debiaskit.errors import DebiasKitError
 from debiaskit.evaluator import DEFAULT_BATCH_SIZE
-from debiaskit.command_options import model_options, professions_option
-from debiaskit.model import load_model
-from debiaskit.professions import professions_from_option
+from debiaskit.model import LoadedModel, load_model
+from debiaskit.plugin_host import PluginHost
+from debiaskit.professions import Profession, professions_from_option
 from debiaskit.report import SWEEP_FILE, label_of, write_report
 from debiaskit.reporting import _jsonable, atomic_write_text, check_writable, render
-from debiaskit.sweep import DEFAULT_BUDGETS, DEFAULT_KEEP, check_plan, choose_setting, matched_cost_rows, parse_budgets, parse_knob, run_sweep
+from debiaskit.sweep import (DEFAULT_BUDGETS, DEFAULT_KEEP, SweepPlan, check_plan, choose_setting, matched_cost_rows,
+                             parse_budgets, parse_knob, run_sweep)
 
 
 @click.command("sweep")
@@ -102,14 +107,16 @@ def sweep_command(context: click.Context, methods: tuple[str, ...], knobs: tuple
         atomic_write_text(out / SWEEP_FILE, json.dumps(_jsonable(sweep), indent=2) + "\n")
         click.echo(f"debiaskit: sweep of {label_of(header)} written; report at {write_report(out)}", err=True)
     failed = [f"{p['method']} {p['value']}" for p in points if p.get("status") != "ok"] + [
-        p["method"] for p in picked if p.get("status") == "failed"]
+        p["method"] for p in picked if p.get("status") != "ok"]
     if failed:
-        click.echo(f"debiaskit: {len(failed)} setting(s) failed: {', '.join(failed)}", err=True)
+        click.echo(f"debiaskit: {len(failed)} setting(s) failed or chose nothing: {', '.join(failed)}", err=True)
         context.exit(1)
 
 
-def _score_chosen(lm, host, occupations, family, plan, points, budget, keep, seed, folds, batch_size,
-                  heldout_templates, professions) -> list[dict]:
+def _score_chosen(lm: LoadedModel, host: PluginHost, occupations: OccupationSet, family: TemplateFamily,
+                  plan: SweepPlan, points: Sequence[dict[str, Any]], budget: float,
+                  keep: float, seed: int, folds: int, batch_size: int, heldout_templates: int,
+                  professions: Sequence[Profession]) -> list[dict[str, Any]]:
     """Each method's setting chosen on the dev points, scored as a compare row on the reported jobs."""
     comparer = Comparer(lm, occupations, family, seed, folds, batch_size=batch_size, heldout_templates=heldout_templates,
                         professions=professions)
@@ -118,8 +125,12 @@ def _score_chosen(lm, host, occupations, family, plan, points, budget, keep, see
     for name, method_class, given, _ in plan:
         best = choose_setting(points, name, budget, keep)
         if best is None:
-            rows.append({"method": name, "status": "no setting qualifies", "error": f"no dev setting has kl <= {budget:g} "
-                         f"and definitional_retained >= {keep:g}"})
+            within = [p for p in points if p["method"] == name and p.get("status") == "ok" and p["kl"] <= budget]
+            keeps = max(within, key=lambda p: p.get("definitional_retained", float("-inf")), default=None)
+            closest = (f"; the most retained within the budget: {keeps['knob']}={keeps['value']} "
+                       f"({keeps['definitional_retained']:.2f})") if keeps is not None else ""
+            rows.append({"method": name, "status": "no setting qualifies",
+                         "error": f"no dev setting has kl <= {budget:g} and definitional_retained >= {keep:g}{closest}"})
             continue
         dev_change = best.get("gap_change_pct")
         print(f"debiaskit: {name}: chose {best['knob']}={best['value']} on dev (gap change {dev_change:.1f}%); scoring it",

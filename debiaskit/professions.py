@@ -35,9 +35,13 @@ from debiaskit.data import TemplateFamily
 from debiaskit.errors import DebiasKitError
 
 PROFESSIONS_FILE = Path("debiaswe") / "professions.json"
-# Templates per profession (spread over the scored templates): 4 of the 17 keep the default compare within a third
-# of its time; on SmolLM2 the interval of a_s(none) is 0.32 wide with 4 templates and 0.30 with 17 (1000 resamples).
-PROFESSION_TEMPLATES = 4
+# Templates per profession, spread over the scored templates (the first and the last): 320 x 2 = 640 prompts, about as
+# many as the 680 job prompts. On SmolLM2 (1000 resamples over professions) a_s(none) is 0.087 [0.063, 0.110] with 2
+# templates, 0.095 [0.070, 0.120] with 4 and 0.120 [0.091, 0.147] with all 17: the interval is about half of a_s
+# wide whatever the templates, since its width comes from the 320 professions, so 2 buy nearly all the precision.
+# Which templates changes a_s itself (0.087 to 0.131 over the subsets of 2, 3, 4, 6 and 17 tried), so only ratios on
+# the same templates compare: the baseline and a method always share them.
+PROFESSION_TEMPLATES = 2
 COEFFICIENTS = ("a_s", "a_f", "b")
 
 
@@ -120,16 +124,9 @@ def _design(stereotypical: np.ndarray, definitional: np.ndarray) -> np.ndarray:
     return np.column_stack([stereotypical, definitional, np.ones(len(stereotypical))])  # [n, 3]: s, f, 1
 
 
-def gender_regression(y: Sequence[float], stereotypical: Sequence[float], definitional: Sequence[float]) -> dict[str, float]:
-    """Least-squares a_s, a_f, b of y = a_s * s + a_f * f + b."""
-    design = _design(np.asarray(stereotypical, float), np.asarray(definitional, float))
-    coefficients, *_ = np.linalg.lstsq(design, np.asarray(y, float), rcond=None)
-    return dict(zip(COEFFICIENTS, map(float, coefficients)))
-
-
 def _weighted_fits(design: np.ndarray, y: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Per resample (rows of `counts`, times each profession is drawn), the least-squares coefficients [resamples, 3];
-    nan where a resample cannot separate s from f (too few distinct professions drawn)."""
+    """Per row of `counts` (times each profession is drawn; all ones = the plain fit), the least-squares a_s, a_f, b
+    of y = a_s s + a_f f + b [rows, 3]; nan where the draw cannot separate s from f (too few distinct professions)."""
     gram = np.einsum("rn,ni,nj->rij", counts, design, design)
     moments = np.einsum("rn,ni,n->ri", counts, design, y)
     fits = np.full((len(counts), design.shape[1]), np.nan)
@@ -143,6 +140,10 @@ def regression_columns(baseline: pd.DataFrame, method: pd.DataFrame, n_resamples
     """The row's regression columns from `profession_scores` frames of the baseline and the method: the method's
     a_s, a_f, b and their retention against the baseline on the same professions, with intervals when
     `n_resamples` > 0."""
+    unseen = set(method["profession"]) - set(baseline["profession"])
+    if unseen:
+        raise DebiasKitError(f"the baseline was not scored on profession {sorted(unseen)[0]!r}; a retention needs both "
+                             "on the same professions")
     merged = baseline.merge(method, on=["profession", "stereotypical", "definitional"], suffixes=("_none", "_method"))
     design = _design(merged["stereotypical"].to_numpy(float), merged["definitional"].to_numpy(float))
     base_y, method_y = merged["y_none"].to_numpy(float), merged["y_method"].to_numpy(float)

@@ -217,7 +217,8 @@ def selectivity_figure(summary: dict[str, Any] | None, sweep: dict[str, Any] | N
     points = [(row["method"], row, True) for row in (summary or {}).get("methods", [])]
     points += [(f"{p['method']} {p['value']}", p, False) for p in (sweep or {}).get("points", [])]
     points = [(label, row, filled) for label, row, filled in points if row.get("status") == "ok"
-              and all(isinstance(row.get(c), (int, float)) and math.isfinite(row[c]) for c in ("stereotype_retained", "definitional_retained"))]
+              and all(isinstance(row.get(c), (int, float)) and math.isfinite(row[c])
+                      for c in ("stereotype_retained", "definitional_retained"))]
     if not points:
         return None
     plt = _pyplot()
@@ -226,12 +227,14 @@ def selectivity_figure(summary: dict[str, Any] | None, sweep: dict[str, Any] | N
     for label, row, filled in points:
         marker = MARKERS[methods.index(label.split(" ")[0]) % len(MARKERS)]
         x, y = row["stereotype_retained"], row["definitional_retained"]
-        axis.scatter([x], [y], marker=marker, s=36 if filled else 24, facecolors="black" if filled else "white", edgecolors="black")
+        axis.scatter([x], [y], marker=marker, s=36 if filled else 24, facecolors="black" if filled else "white",
+                     edgecolors="black")
         axis.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
     axis.scatter([0], [1], marker="*", s=140, facecolors="white", edgecolors="black", zorder=3)
     axis.annotate("ideal: stereotype gone, gender kept", (0, 1), fontsize=7, xytext=(6, -10), textcoords="offset points")
     axis.axvline(1.0, color="0.6", linestyle=":", linewidth=0.8)
     axis.axhline(1.0, color="0.6", linestyle=":", linewidth=0.8)
+    axis.margins(0.12)  # room for the labels of points at the edges (none sits at (1, 1))
     axis.set(xlabel="stereotype retained  a_s / a_s(none)", ylabel="definitional retained  gap / gap(none)",
              title=f"Selectivity: stereotype removed against gender kept\n{label_of(summary or sweep or {})}")
     axis.title.set_fontsize(9)

@@ -23,9 +23,11 @@ import click
 import pandas as pd
 
 from debiaskit.compare import MethodRun
-from debiaskit.data import OccupationSet, TemplateFamily
+from debiaskit.data import OccupationSet, TemplateFamily, project_data_dir
 from debiaskit.errors import DebiasKitError
-from debiaskit.professions import Profession
+from debiaskit.controls import definitional_nouns
+from debiaskit.gendered_text import GENDERED_TEXT_FILE
+from debiaskit.professions import PROFESSION_TEMPLATES, Profession
 from debiaskit.report import CONTROLS_FILE, PROFESSIONS_FILE
 
 MANIFEST_FILE, SUMMARY_FILE, PROMPTS_FILE = "manifest.json", "summary.json", "prompts.csv"  # as write_run names them
@@ -45,12 +47,16 @@ class PreviousRun:
 
 
 def data_fingerprint(occupations: OccupationSet, family: TemplateFamily, professions: Sequence[Profession] = ()) -> str:
-    """sha256 of the jobs, the templates and the professions as scored: a user's file edited between runs changes it."""
+    """sha256 of what is scored (the jobs, the templates, the professions, the control nouns and the gendered text): a
+    file edited between runs changes it."""
     content = {"jobs": [[job.name, job.group, job.pct_women] for job in occupations.occupations],
                "templates": list(family.templates), "male_words": list(family.male_words),
                "female_words": list(family.female_words)}
     if professions:
         content["professions"] = [[p.name, p.definitional, p.stereotypical] for p in professions]
+        content["profession_templates"] = PROFESSION_TEMPLATES
+    content["control_nouns"] = [[noun.word, noun.gender] for noun in definitional_nouns()]
+    content["gendered_text"] = hashlib.sha256((project_data_dir() / GENDERED_TEXT_FILE).read_bytes()).hexdigest()
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
 
 

@@ -12,8 +12,10 @@ budget can always buy that setting). From the frontier f(kl):
 A method can buy gap reduction by erasing gender. So the table also gives, at each budget, the reduction on the
 frontier of the settings that keep definitional_retained >= R (`--keep`, default 0.9), and `sweep --dev DATASET`
 chooses each method's setting on dev jobs, the one with the largest gap reduction among those with kl <= the first
-budget and definitional_retained >= R, and scores that setting on the reported jobs. Two knobs of one method are
-swept over their grid.
+budget and definitional_retained >= R, and scores that setting on the reported jobs. Only the jobs (and with them
+the folds and the professions each fold scores) differ between the two: the control nouns and the neutral and
+gendered texts are the same, so a setting's kl and definitional_retained on the reported jobs are close to its dev
+values by construction. Two knobs of one method are swept over their grid.
 """
 
 from __future__ import annotations
@@ -105,7 +107,8 @@ def matched_cost_rows(points: Sequence[Mapping[str, Any]], baseline_gap: float, 
         mine = [p for p in points if p["method"] == method and p.get("status") == "ok"]
         kept = [p for p in mine if p.get("definitional_retained", float("nan")) >= keep]
         kl, gap = pareto_frontier([0.0, *(p["kl"] for p in mine)], [baseline_gap, *(p["stereotype_gap"] for p in mine)])
-        kept_kl, kept_gap = pareto_frontier([0.0, *(p["kl"] for p in kept)], [baseline_gap, *(p["stereotype_gap"] for p in kept)])
+        kept_kl, kept_gap = pareto_frontier([0.0, *(p["kl"] for p in kept)],
+                                            [baseline_gap, *(p["stereotype_gap"] for p in kept)])
         frontiers[method] = [[float(a), float(b)] for a, b in zip(kl, gap)]
         row: dict[str, Any] = {"method": method, "settings": len(mine), "frontier_points": len(kl) - 1,
                                "settings_kept": len(kept)}
@@ -132,16 +135,18 @@ def setting_grid(knobs: Sequence[tuple[str, Sequence[str]]]) -> list[dict[str, s
     return [dict(zip((key for key, _ in knobs), values)) for values in itertools.product(*(raw for _, raw in knobs))]
 
 
-def check_plan(plan: Sequence[tuple[str, type[Method], Mapping[str, Any], Sequence[tuple[str, Sequence[str]]]]]) -> None:
+def check_plan(plan: SweepPlan) -> None:
     """Every setting of every grid resolves (known options, values of the right type and range): said before
     the model loads."""
-    for name, method_class, given, knobs in plan:
+    for _, method_class, given, knobs in plan:
         for setting in setting_grid(knobs):
-            method_class(**resolve_settings(name, method_class.options, {**given, **setting}))
+            method_class(**{**given, **setting})
 
 
-def run_sweep(comparer: Comparer, plan: Sequence[tuple[str, type[Method], Mapping[str, Any], Sequence[tuple[str, Sequence[str]]]]],
-              baseline_class: type[Method]) -> list[dict[str, Any]]:
+SweepPlan = Sequence[tuple[str, type[Method], Mapping[str, Any], Sequence[tuple[str, Sequence[str]]]]]  # name, class, options, knobs
+
+
+def run_sweep(comparer: Comparer, plan: SweepPlan, baseline_class: type[Method]) -> list[dict[str, Any]]:
     """Score the baseline, then each (method, class, fixed options, knobs) setting of each knob grid; one row per
     setting, with `knob` (the knob names, comma-separated) and `value` (their values, space-separated)."""
     check_plan(plan)
@@ -154,6 +159,7 @@ def run_sweep(comparer: Comparer, plan: Sequence[tuple[str, type[Method], Mappin
             result = comparer.run(name, method_class, {**given, **setting})
             typed = resolve_settings(name, method_class.options, setting)
             values = [",".join(map(str, typed[key])) if isinstance(typed[key], tuple) else typed[key] for key in setting]
-            rows.append({"method": name, "knob": ",".join(setting), "value": values[0] if len(values) == 1 else " ".join(map(str, values)),
-                         "setting": dict(setting), **{k: v for k, v in result.row.items() if k != "method"}})
+            value = values[0] if len(values) == 1 else " ".join(map(str, values))
+            rows.append({"method": name, "knob": ",".join(setting), "value": value, "setting": dict(setting),
+                         **{k: v for k, v in result.row.items() if k != "method"}})
     return rows

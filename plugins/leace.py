@@ -32,12 +32,13 @@ from debiaskit.data import gendered_words
 
 CONCEPTS = ("definitional", "occupations")
 PROBE_PAIR_SHARE = 0.4  # of the definitional [female, male] pairs: never fitted on, kept for the probe
-# Layer 20 of SmolLM2's 30. `debiaskit leace-sweep --layers 4,8,12,16,20,24` on the occupations40 jobs: gap -25% (layer
-# 4), -40% (8), -59% (12), -60% (16), -66% (20), -100% (24), kl 0.005-0.010 at each. On 49 WinoGender jobs disjoint
-# from occupations40 (`--dataset csv:...`, so the choice is not tuned on the scored jobs): -9%, -38%, -36%, -41%,
-# -35%, -91%. Layers 8-20 are alike there; 24 also wipes gender from words that carry it by definition (actress ->
-# she), so it is left out.
-LAYERS_OPTION = Option("layers", tuple, (20,), "erase the residual stream after these blocks (blocks.L.hook_resid_post)")
+# Layer 4 of SmolLM2's 30, chosen on the dev jobs (54 WinoGender and Bolukbasi occupations disjoint from occupations40)
+# by `debiaskit sweep -m leace --knob 'layers=4;8;12;16;20;24' --dev dev` (sweeps/README.md has the table): gap -24%,
+# -53%, -59%, -51%, -47%, -107% at layers 4 to 24, every kl <= 0.015. No layer keeps definitional_retained >= 0.9
+# (0.73, 0.66, 0.66, 0.66, 0.64, 0.11), so the sweep's rule (largest gap reduction within kl 0.02 and the floor) was
+# applied at the highest floor any layer meets, 0.7, which only layer 4 does. The earlier default, layer 20, was chosen
+# on the scored jobs for its gap alone (-66% there) and erased 36% of definitional gender (the old control's gap).
+LAYERS_OPTION = Option("layers", tuple, (4,), "erase the residual stream after these blocks (blocks.L.hook_resid_post)")
 
 
 def resid_hook_name(layer: int) -> str:
@@ -243,8 +244,8 @@ def leace_sweep(context: click.Context, layer_list: str, model: str, device: str
         comparison = run_comparison(lm, occupations, family, plan, seed=seed)
     except DebiasKitError as error:
         raise click.UsageError(str(error)) from None
-    columns = ("method", "status", "stereotype_gap", "gap_change_pct", "definitional_acc", "kl", "probe_acc_before",
-               "probe_acc_after", "probe_acc_after_retrained", "error")
+    columns = ("method", "status", "stereotype_gap", "gap_change_pct", "definitional_retained", "definitional_acc", "kl",
+               "kl_gendered", "agreement_share", "probe_acc_before", "probe_acc_after", "probe_acc_after_retrained", "error")
     rows = [{key: row.get(key) for key in columns if key in row} for row in comparison.rows()]
     click.echo(render(comparison.header(), rows, "table"), nl=False)
     if any(row["status"] != "ok" for row in rows):

@@ -91,7 +91,7 @@ def test_inputs_that_do_not_fit_the_model_stop_before_any_method_runs(tiny_llama
         (["-m", "sae-ablation", "-o", f"sae-ablation.sae={sae_dirs['deep']}"],
          ["reads hook point 'blocks.7.hook_resid_post', which model", "does not have"]),
         (["-m", "sae-splice"], ["the embedded SAE was trained for smollm2"]),
-        (["-m", "leace"], ["option leace.layers has 20;", "has blocks 0 to 1"]),
+        (["-m", "leace"], ["option leace.layers has 4;", "has blocks 0 to 1"]),
         (["-m", "leace", "-o", "leace.blend=2"], ["option leace.blend got 2.0; it takes a number from 0 to 1"]),
     ]
     for args, fragments in cases:

@@ -115,6 +115,5 @@ def test_professions_and_controls_are_scored_once_over_folds_and_fit_words_are_l
     assert run.row["professions_left_out"] == 2 and run.row["professions_scored"] == 6
     assert (run.control.groupby("pair")["fold"].nunique() == 1).all() and run.control["fold"].nunique() == 4
     assert run.control["noun"].nunique() == 40
-    baseline = comparer.comparison.runs[0]
-    assert baseline.row["stereotype_retained"] == pytest.approx(1.0) and baseline.row["professions_left_out"] == 0
+    assert comparer.comparison.runs[0].row["professions_left_out"] == 0
     assert {"kl_gendered", "agreement_acc", "definitional_retained", "a_s", "a_f", "b"} <= set(run.row)

@@ -134,7 +134,8 @@ def test_sweep_prints_one_row_per_layer(tiny_llama_dir):
     result = CliRunner().invoke(cli, arguments, catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert {"stereotype_gap", "gap_change_pct", "definitional_acc", "kl", "probe_acc_before", "probe_acc_after"} <= set(lines[1].split())
+    assert {"stereotype_gap", "gap_change_pct", "definitional_retained", "kl", "kl_gendered", "probe_acc_before",
+            "probe_acc_after"} <= set(lines[1].split())
     assert [line.split()[0] for line in lines[2:]] == ["none", "leace@0", "leace@1"]
 
 

@@ -81,3 +81,31 @@ def test_two_knobs_of_one_method_give_their_grid():
     assert setting_grid([("factor", ["0", "0.3"]), ("n_latents", ["10", "20"])]) == [
         {"factor": "0", "n_latents": "10"}, {"factor": "0", "n_latents": "20"},
         {"factor": "0.3", "n_latents": "10"}, {"factor": "0.3", "n_latents": "20"}]
+
+
+def test_sweep_chooses_on_dev_jobs_and_scores_the_choice_on_the_reported_ones(tiny_llama_dir, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from debiaskit.cli import cli
+
+    dev, test = tmp_path / "dev.csv", tmp_path / "test.csv"
+    dev.write_text("occupation,group,pct_women\nnanny,female,95\ndancer,female,80\nboxer,male,10\nbutcher,male,20\n")
+    test.write_text("occupation,group,pct_women\nnurse,female,90\nmaid,female,88\npilot,male,5\nplumber,male,2\n")
+    common = ["--model", str(tiny_llama_dir), "--device", "cpu", "--heldout-templates", "15", "--professions", "none",
+              "-m", "logit-rebalance", "--knob", "strength=0,1", "--knob", "counter_balance=false,true",
+              "--dev", f"csv:{dev}", "--dataset", f"csv:{test}"]
+    result = CliRunner().invoke(cli, ["sweep", *common, "--keep", "0", "--budget", "10", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    sweep = json.loads((tmp_path / "run" / "sweep.json").read_text())
+    assert sweep["dataset"] == f"csv:{dev}" and len(sweep["points"]) == 4  # the grid of the two knobs
+    (chosen,) = sweep["chosen"]
+    best = min(sweep["points"], key=lambda p: abs(p["stereotype_gap"]))
+    assert chosen["status"] == "ok" and (chosen["knob"], chosen["value"]) == (best["knob"], best["value"])
+    assert chosen["dev_gap_change_pct"] == pytest.approx(best["gap_change_pct"])
+    assert chosen["stereotype_gap"] != pytest.approx(best["stereotype_gap"])  # scored again, on the other jobs
+    assert "Chosen on dev jobs" in (tmp_path / "run" / "report.md").read_text()
+    refused = CliRunner().invoke(cli, ["sweep", *common, "--keep", "2"])
+    assert refused.exit_code == 1 and "no setting qualifies" in refused.output
+    assert CliRunner().invoke(cli, ["sweep", "-m", "none", "--knob", "x=1"]).exit_code == 2
