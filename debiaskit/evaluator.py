@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -90,8 +91,37 @@ class NeutralCost:
     nll: float  # mean next-token negative log-likelihood, nats
 
 
-class NeutralText:
-    """The shipped gender-free text, tokenised once; the baseline's log-probabilities are computed once per run."""
+ScoredBatches = list[tuple[Batch, torch.Tensor, torch.Tensor]]  # what `next_token_log_probs` returns
+CostT = TypeVar("CostT")
+
+
+class BaselineText(Generic[CostT]):
+    """Token sequences (`self.sequences`, scored `self.batch_size` at a time) whose baseline log-probabilities are
+    kept once per run; each `cost` scores them with a method applied and `_compare`s the two."""
+
+    lm: LoadedModel
+    sequences: list[list[int]]
+    batch_size: int
+    _baseline: list[torch.Tensor] | None = None
+
+    def _compare(self, scored: ScoredBatches) -> CostT:
+        raise NotImplementedError
+
+    def record_baseline(self) -> CostT:
+        """Score the model as it is now (no method applied) and keep its log-probs as the reference for `cost`."""
+        scored = next_token_log_probs(self.lm, self.sequences, None, self.batch_size)
+        self._baseline = [log_probs for _, log_probs, _ in scored]
+        return self._compare(scored)
+
+    def cost(self, transform: LogitsTransform | None) -> CostT:
+        """The cost against the baseline with whatever is applied now."""
+        if self._baseline is None:
+            raise RuntimeError(f"call {type(self).__name__}.record_baseline() with no method applied first")
+        return self._compare(next_token_log_probs(self.lm, self.sequences, transform, self.batch_size))
+
+
+class NeutralText(BaselineText[NeutralCost]):
+    """The shipped gender-free text, tokenised once: KL from the baseline and the model's own NLL on it."""
 
     def __init__(self, lm: LoadedModel, text: str | None = None, chunk_tokens: int = NEUTRAL_CHUNK_TOKENS,
                  batch_size: int = 16) -> None:
@@ -103,9 +133,8 @@ class NeutralText:
         self.sequences = [anchor + ids[i:i + body] for i in range(0, len(ids), body)]
         self.n_tokens = len(ids)
         self.batch_size = batch_size
-        self._baseline: list[torch.Tensor] | None = None
 
-    def _compare(self, scored: list[tuple[Batch, torch.Tensor, torch.Tensor]]) -> NeutralCost:
+    def _compare(self, scored: ScoredBatches) -> NeutralCost:
         assert self._baseline is not None
         kl_sum = nll_sum = 0.0
         count = 0
@@ -116,14 +145,3 @@ class NeutralText:
             nll_sum += float(nll[valid].double().sum())
             count += int(valid.sum())
         return NeutralCost(kl=kl_sum / count, nll=nll_sum / count)
-
-    def record_baseline(self) -> NeutralCost:
-        scored = next_token_log_probs(self.lm, self.sequences, None, self.batch_size)
-        self._baseline = [log_probs for _, log_probs, _ in scored]
-        return self._compare(scored)
-
-    def cost(self, transform: LogitsTransform | None) -> NeutralCost:
-        """KL from the baseline and the model's own NLL on the text, with whatever is applied now."""
-        if self._baseline is None:
-            raise RuntimeError("call NeutralText.record_baseline() with no method applied first")
-        return self._compare(next_token_log_probs(self.lm, self.sequences, transform, self.batch_size))

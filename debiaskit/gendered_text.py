@@ -27,10 +27,9 @@ import torch
 from debiaskit.controls import definitional_acc
 from debiaskit.data import project_data_dir
 from debiaskit.errors import DebiasKitError
-from debiaskit.evaluator import next_token_log_probs
-from debiaskit.method import LogitsTransform
+from debiaskit.evaluator import BaselineText, ScoredBatches
 from debiaskit.metrics import kl_per_position
-from debiaskit.model import Batch, LoadedModel
+from debiaskit.model import LoadedModel
 from debiaskit.targets import TargetTokens
 
 GENDERED_TEXT_FILE = "gendered_text.txt"
@@ -61,7 +60,7 @@ def pronoun_genders(next_tokens: np.ndarray, targets: TargetTokens) -> np.ndarra
     return np.where(female, "female", np.where(male, "male", ""))
 
 
-class GenderedText:
+class GenderedText(BaselineText[GenderedCost]):
     """The gendered passages, tokenised once; the baseline's log-probabilities are computed once per run."""
 
     def __init__(self, lm: LoadedModel, targets: TargetTokens, text: str | None = None, batch_size: int = 16) -> None:
@@ -86,13 +85,12 @@ class GenderedText:
             )
         self.pronoun_positions = tuple((index, position) for index, position, _ in found)
         self.pronoun_genders = np.array([gender for _, _, gender in found])
-        self._baseline: list[torch.Tensor] | None = None
 
     @property
     def n_pronouns(self) -> int:
         return len(self.pronoun_positions)
 
-    def _compare(self, scored: list[tuple[Batch, torch.Tensor, torch.Tensor]]) -> GenderedCost:
+    def _compare(self, scored: ScoredBatches) -> GenderedCost:
         assert self._baseline is not None
         kl_sum, count = 0.0, 0
         p_male, p_female, genders = [], [], []
@@ -109,15 +107,3 @@ class GenderedText:
         p_male_all, p_female_all, gender_all = np.concatenate(p_male), np.concatenate(p_female), np.concatenate(genders)
         return GenderedCost(kl=kl_sum / count, agreement_acc=definitional_acc(p_male_all, p_female_all, gender_all),
                             agreement_share=own_group_share(p_male_all, p_female_all, gender_all))
-
-    def record_baseline(self) -> GenderedCost:
-        """Score the model as it is now (no method applied) and keep its log-probs as the reference for `cost`."""
-        scored = next_token_log_probs(self.lm, self.sequences, None, self.batch_size)
-        self._baseline = [log_probs for _, log_probs, _ in scored]
-        return self._compare(scored)
-
-    def cost(self, transform: LogitsTransform | None) -> GenderedCost:
-        """KL from the baseline and pronoun agreement on the passages, with whatever is applied now."""
-        if self._baseline is None:
-            raise RuntimeError("call GenderedText.record_baseline() with no method applied first")
-        return self._compare(next_token_log_probs(self.lm, self.sequences, transform, self.batch_size))
