@@ -5,7 +5,7 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 BIN = $(VENV)/bin
 
-.PHONY: setup demo test chromium
+.PHONY: setup demo test lint chromium
 
 setup: $(VENV)/.installed chromium
 
@@ -32,3 +32,7 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The linter (its rules are in pyproject.toml); CI runs it before the tests.
+lint: setup
+	$(BIN)/ruff check .

@@ -18,12 +18,14 @@ import resource
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 import debiaskit.cli
+import debiaskit.commands.compare
 import debiaskit.compare
 from debiaskit.evaluator import NeutralText
 from debiaskit.model import LoadedModel
@@ -82,13 +84,14 @@ def score_label(lm: Any, prompts: Any, targets: Any, transform: Any = None, batc
 
 def instrument(profile: Profile) -> None:
     LoadedModel.run = profile.forward(LoadedModel.run)
-    debiaskit.cli.load_model = profile.stage("model load", debiaskit.cli.load_model)
+    debiaskit.commands.compare.load_model = profile.stage("model load", debiaskit.commands.compare.load_model)
     debiaskit.compare.score_prompts = profile.stage(score_label, debiaskit.compare.score_prompts)
     NeutralText.record_baseline = profile.stage("neutral-text kl: baseline", NeutralText.record_baseline)
     NeutralText.cost = profile.stage("neutral-text kl: methods", NeutralText.cost)
     debiaskit.compare.paired_intervals = profile.stage("bootstrap intervals", debiaskit.compare.paired_intervals)
-    debiaskit.cli.write_run = profile.stage("reporting: run files", debiaskit.cli.write_run)
-    debiaskit.cli.write_report = profile.stage("reporting: report", debiaskit.cli.write_report)
+    debiaskit.commands.compare.write_run = profile.stage("reporting: run files", debiaskit.commands.compare.write_run)
+    debiaskit.commands.compare.write_report = profile.stage("reporting: report",
+                                                            debiaskit.commands.compare.write_report)
     for name, method_class in load_plugins().methods.things.items():
         if "fit" in vars(method_class):
             method_class.fit = profile.stage(f"fit: {name}", method_class.fit)
@@ -117,11 +120,13 @@ def main() -> None:
     lines = [f"{'part':<40}{'calls':>6}{'seconds':>10}{'forwards':>10}{'tokens':>10}{'fwd s':>9}"]
     for label in labels + (["other"] if profile.forwards.get("other") else []):
         lines.append(f"{label:<40}{profile.calls.get(label, 0):>6}{profile.seconds.get(label, 0.0):>10.2f}"
-                     f"{profile.forwards.get(label, 0):>10}{profile.tokens.get(label, 0):>10}{profile.forward_seconds.get(label, 0.0):>9.2f}")
+                     f"{profile.forwards.get(label, 0):>10}{profile.tokens.get(label, 0):>10}"
+                     f"{profile.forward_seconds.get(label, 0.0):>9.2f}")
     load = profile.seconds.get("model load", 0.0)
     lines.append(f"total {total:.2f} s (model load {load:.2f} s); forward passes {sum(profile.forwards.values())}, "
                  f"{sum(profile.tokens.values())} tokens, {forward_total:.2f} s; "
-                 f"run after load / forward time = {(total - load) / forward_total:.2f}; peak memory {peak_mib:.0f} MiB")
+                 f"run after load / forward time = {(total - load) / forward_total:.2f}; "
+                 f"peak memory {peak_mib:.0f} MiB")
     print("\n".join(lines), file=sys.stderr)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -129,9 +134,11 @@ def main() -> None:
             "benchmark": "compare_breakdown", "arguments": compare_args, "exit_code": exit_code,
             "machine": platform.platform(), "cpu_threads": torch.get_num_threads(),
             "device": "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-            "total_seconds": round(total, 2), "forward_seconds": round(forward_total, 2), "peak_memory_mib": round(peak_mib),
+            "total_seconds": round(total, 2), "forward_seconds": round(forward_total, 2),
+            "peak_memory_mib": round(peak_mib),
             "overhead_ratio_after_load": round((total - load) / forward_total, 3) if forward_total else None,
-            "parts": {label: {"calls": profile.calls.get(label, 0), "seconds": round(profile.seconds.get(label, 0.0), 3),
+            "parts": {label: {"calls": profile.calls.get(label, 0),
+                              "seconds": round(profile.seconds.get(label, 0.0), 3),
                               "forwards": profile.forwards.get(label, 0), "tokens": profile.tokens.get(label, 0),
                               "forward_seconds": round(profile.forward_seconds.get(label, 0.0), 3)}
                       for label in labels},

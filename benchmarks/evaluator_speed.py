@@ -26,7 +26,7 @@ import torch
 from debiaskit.evaluator import build_prompts, score_prompts
 from debiaskit.model import load_model
 from debiaskit.plugin_host import load_plugins
-from debiaskit.sae_source import EMBEDDED, load_sae
+from debiaskit.sae.source import EMBEDDED, load_sae
 from debiaskit.targets import target_tokens
 
 TOLERANCE = 1e-5
@@ -67,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
 
     host = load_plugins()
-    jobs = host.datasets.get("data set", args.dataset).load(None).occupations
+    jobs = host.load_occupations(args.dataset).occupations
     family = host.templates.get("template family", args.templates)
     prompts = list(build_prompts(jobs, family)["prompt"])[: args.limit]
     lm = load_model(args.model, device=args.device)
@@ -89,9 +89,11 @@ def main() -> None:
     difference = max(float(np.abs(looped[0] - batched[0]).max()), float(np.abs(looped[1] - batched[1]).max()))
     figures = {
         "benchmark": "evaluator_speed", "model": args.model, "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                        else platform.processor() or platform.machine()),
         "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "prompts": len(prompts),
-        "batch_size": args.batch_size, "loop_seconds": round(loop_seconds, 3), "batched_seconds": round(batched_seconds, 3),
+        "batch_size": args.batch_size, "loop_seconds": round(loop_seconds, 3),
+        "batched_seconds": round(batched_seconds, 3),
         "loop_prompts_per_second": round(len(prompts) / loop_seconds, 2),
         "batched_prompts_per_second": round(len(prompts) / batched_seconds, 2),
         "speed_up": round(loop_seconds / batched_seconds, 1), "max_probability_difference": difference,

@@ -57,8 +57,8 @@ def share_matrix(frame: pd.DataFrame, item: str = "job",
     scored = frame.assign(female_share=female_share(frame["p_male"], frame["p_female"]))
     pivot = scored.pivot_table(index=item, columns="template", values="female_share", aggfunc="mean", sort=True)
     if pivot.isna().any().any():
-        raise DebiasKitError(f"the bootstrap needs every {item} scored in every template; some ({item}, template) prompts "
-                             "are missing")
+        raise DebiasKitError(f"the bootstrap needs every {item} scored in every template; some ({item}, template) "
+                             "prompts are missing")
     groups = scored.groupby(item)[group].first().reindex(pivot.index).to_numpy()
     return pivot.to_numpy(dtype=float), groups, list(pivot.index), list(pivot.columns)
 
@@ -97,7 +97,8 @@ def paired_intervals(baseline: pd.DataFrame, method: pd.DataFrame, n_resamples: 
     base_share, groups, base_jobs, base_templates = share_matrix(baseline)
     method_share, _, method_jobs, method_templates = share_matrix(method)
     if base_jobs != method_jobs or base_templates != method_templates:
-        raise DebiasKitError("a paired bootstrap needs the baseline and the method scored on the same jobs and templates")
+        raise DebiasKitError("a paired bootstrap needs the baseline and the method scored on the same jobs and "
+                             "templates")
     resamples = draw_resamples(groups, len(base_templates), n_resamples, seed)
     base_gaps = resampled_gaps(base_share, groups, resamples)
     method_gaps = resampled_gaps(method_share, groups, resamples)

@@ -16,25 +16,32 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from debiaskit.bootstrap import paired_intervals
-from debiaskit.controls import build_control_prompts, definitional_columns, definitional_nouns, shared_token_nouns
-from debiaskit.data import Occupation, OccupationSet, TemplateFamily, gendered_words, job_folds, spread, template_split
+from debiaskit.containment import Interrupts, remove_torch_hooks, torch_hooks, weight_fingerprint
+from debiaskit.controls import build_control_prompts, definitional_columns, shared_token_nouns
+from debiaskit.data import Occupation, OccupationSet, TemplateFamily, job_folds, spread, template_split
 from debiaskit.errors import DebiasKitError
 from debiaskit.evaluator import DEFAULT_BATCH_SIZE, NeutralCost, NeutralText, build_prompts, score_prompts
 from debiaskit.gendered_text import GenderedCost, GenderedText
 from debiaskit.method import FitContext, Method
 from debiaskit.metrics import bias_summary, gap_change_pct, per_job, ppl_ratio, verdict_counts
 from debiaskit.model import LoadedModel
-from debiaskit.professions import (PROFESSION_TEMPLATES, Profession, build_profession_prompts, profession_scores,
-                                   regression_columns)
+from debiaskit.professions import (
+    PROFESSION_TEMPLATES,
+    Profession,
+    build_profession_prompts,
+    profession_scores,
+    regression_columns,
+)
 from debiaskit.targets import TargetTokens, pronoun_targets, target_tokens
+from debiaskit.word_lists import definitional_nouns, gendered_words
 
 BASELINE = "none"
 DEFAULT_FOLDS = 5
 SEED_SPREAD_COLUMNS = ("stereotype_gap", "gap_change_pct", "definitional_acc", "definitional_retained",
-                       "stereotype_retained", "factual_retained", "kl", "kl_gendered", "agreement_acc", "agreement_share")
+                       "stereotype_retained", "factual_retained", "kl", "kl_gendered", "agreement_acc",
+                       "agreement_share")
 
 
 @dataclass
@@ -76,8 +83,10 @@ class Comparison:
 
     def header(self) -> dict[str, Any]:
         return {"model": self.model, "dataset": self.dataset, "templates": self.templates, "device": self.device,
-                "seed": self.seed, "folds": self.n_folds, "protocol": "in-sample" if self.in_sample else "held-out jobs",
-                "heldout_templates": list(self.heldout_templates), "bootstrap": self.bootstrap, "seeds": list(self.seeds),
+                "seed": self.seed, "folds": self.n_folds,
+                "protocol": "in-sample" if self.in_sample else "held-out jobs",
+                "heldout_templates": list(self.heldout_templates), "bootstrap": self.bootstrap,
+                "seeds": list(self.seeds),
                 "skipped_target_variants": list(self.targets.skipped_variants), **self.selectivity}
 
     def control_frame(self) -> pd.DataFrame:
@@ -123,21 +132,26 @@ class Comparer:
         nouns = definitional_nouns()
         self.control_prompts = build_control_prompts(nouns, family, scored_templates)
         profession_templates = spread(scored_templates, PROFESSION_TEMPLATES)
-        self.profession_prompts = build_profession_prompts(professions, family, profession_templates) if professions else None
+        self.profession_prompts = (build_profession_prompts(professions, family, profession_templates)
+                                   if professions else None)
         self.neutral = NeutralText(lm)
         self.gendered = GenderedText(lm, pronoun_targets(lm.tokenizer))
         selectivity = {"control_nouns": len(nouns),
                        "control_token_overlap": shared_token_nouns(lm.tokenizer, nouns, gendered_words().words()),
-                       "professions": len(professions), "profession_templates": profession_templates if professions else [],
+                       "professions": len(professions),
+                       "profession_templates": profession_templates if professions else [],
                        "gendered_text_pronouns": self.gendered.n_pronouns}
-        self.comparison = Comparison(lm.name, occupations.name, family.name, str(lm.device), seed, n_folds, in_sample, self.targets,
+        self.comparison = Comparison(lm.name, occupations.name, family.name, str(lm.device), seed, n_folds, in_sample,
+                                     self.targets,
                                      heldout_templates=tuple(scored_templates) if heldout_templates else (),
                                      bootstrap=bootstrap, seeds=(seed, *self.extra_seeds) if self.extra_seeds else (),
                                      selectivity=selectivity)
         self._baseline_cost: NeutralCost | None = None
         self._baseline_gendered: GenderedCost | None = None
         self._baseline: MethodRun | None = None  # the baseline's per-prompt frames, which every row is measured against
-        self._weights = weight_fingerprint(lm)
+        self._weights = weight_fingerprint(lm.model)
+        self._torch_hooks = torch_hooks(lm.model)  # whatever was there before any method (normally nothing)
+        self._interrupts = Interrupts()
         self._weights_changed_by: str | None = None  # a method that left the weights changed: nothing after is scored
 
     @cached_property
@@ -147,38 +161,59 @@ class Comparer:
         return job_folds(self.occupations.occupations, self.n_folds, self.seed)
 
     def run(self, name: str, method_class: type[Method], given: Mapping[str, Any]) -> MethodRun:
-        """Score one method and append its row; errors become a failed row, never an exception."""
+        """Score one method and append its row; errors become a failed row, never an exception (only the user's
+        Ctrl-C ends the run)."""
         started = time.perf_counter()
         try:
-            if self._baseline is None and name != BASELINE:
-                raise RuntimeError(f"the baseline {BASELINE!r} must be scored before {name!r}")
-            if self._weights_changed_by is not None:
-                raise DebiasKitError(f"not scored: method {self._weights_changed_by} left the model's weights changed; "
-                                     f"run {name} without it")
-            method = method_class(**dict(given))
-            scored = self._score(name, method, self.seed)
-            if name == BASELINE:
-                self._baseline = MethodRun({}, scored.frame, scored.control, scored.professions)
-            row = self._row(name, scored)
-            if self.extra_seeds and (method.random_fit or method.uses_jobs()):
-                row.update(self._seed_spread(name, method_class, given, row))
-            result = MethodRun(row, scored.frame, scored.control, scored.professions)
-        except Exception as error:  # contained: the other methods still run
-            self.lm.model.reset_hooks(including_permanent=True)
-            print(f"debiaskit: method {name} failed: {type(error).__name__}: {error}", file=sys.stderr)
-            if not isinstance(error, DebiasKitError):
-                traceback.print_exc(file=sys.stderr)
-            result = MethodRun({"method": name, "status": "failed", "error": f"{type(error).__name__}: {error}"})
+            with self._interrupts.noted():
+                result = self._run(name, method_class, given)
+        except (Exception, SystemExit, KeyboardInterrupt) as error:  # contained: the other methods still run
+            if self._interrupts.ends_the_run(error):
+                raise
+            result = self._failed(name, error)
         finally:
             self.lm.model.reset_hooks(including_permanent=True)
-        if self._weights_changed_by is None and not torch.equal(weight_fingerprint(self.lm), self._weights):
+        left = torch_hooks(self.lm.model) - self._torch_hooks
+        if left:
+            remove_torch_hooks(self.lm.model, left)
+            sites = ", ".join(sorted({f"{module} {kind.strip('_')}" for module, kind, _ in left}))
+            result = self._failed(name, DebiasKitError(
+                f"{name} left {len(left)} torch hook(s) on the model ({sites}); the host removed them. A method "
+                "removes every hook it adds when apply() ends"))
+        if self._weights_changed_by is None and weight_fingerprint(self.lm.model) != self._weights:
             self._weights_changed_by = name
-            message = f"{name} changed the model's weights and did not restore them; later methods are not scored"
-            print(f"debiaskit: {message}", file=sys.stderr)
-            result = MethodRun({"method": name, "status": "failed", "error": f"DebiasKitError: {message}"})
+            result = self._failed(name, DebiasKitError(
+                f"{name} changed the model's weights and did not restore them; later methods are not scored"))
         result.row["seconds"] = round(time.perf_counter() - started, 2)
         self.comparison.runs.append(result)
         return result
+
+    def _run(self, name: str, method_class: type[Method], given: Mapping[str, Any]) -> MethodRun:
+        if self._baseline is None and name != BASELINE:
+            raise RuntimeError(f"the baseline {BASELINE!r} must be scored before {name!r}")
+        if self._weights_changed_by is not None:
+            raise DebiasKitError(f"not scored: method {self._weights_changed_by} left the model's weights changed; "
+                                 f"run {name} without it")
+        method = method_class(**dict(given))
+        scored = self._score(name, method, self.seed)
+        if name == BASELINE:
+            self._baseline = MethodRun({}, scored.frame, scored.control, scored.professions)
+        row = self._row(name, scored)
+        if self.extra_seeds and (method.random_fit or method.uses_jobs()):
+            row.update(self._seed_spread(name, method_class, given, row))
+        return MethodRun(row, scored.frame, scored.control, scored.professions)
+
+    def _failed(self, name: str, error: BaseException) -> MethodRun:
+        if isinstance(error, SystemExit):
+            message = f"SystemExit: the method called sys.exit({error.code!r}) (a method's failure, not the run's end)"
+        elif isinstance(error, KeyboardInterrupt):
+            message = "KeyboardInterrupt: raised by the method itself, not by Ctrl-C"
+        else:
+            message = f"{type(error).__name__}: {error}"
+        print(f"debiaskit: method {name} failed: {message}", file=sys.stderr)
+        if not isinstance(error, (DebiasKitError, SystemExit)):
+            traceback.print_exception(error, file=sys.stderr)
+        return MethodRun({"method": name, "status": "failed", "error": message})
 
     def restore(self, run: MethodRun) -> None:
         """Take a finished method's results as they were computed (the baseline's become the reference again)."""
@@ -197,11 +232,13 @@ class Comparer:
             splits = [(-1, all_jobs, {job.name for job in all_jobs})]
             protocol = "in-sample" if method.uses_jobs() else "not fitted on jobs"
         if self.comparison.heldout_templates:
-            protocol += f", held-out templates ({len(self.comparison.heldout_templates)} of {len(self.family.templates)})"
+            protocol += (f", held-out templates ({len(self.comparison.heldout_templates)} "
+                         f"of {len(self.family.templates)})")
         return splits, protocol
 
     def _professions_of_fold(self, method: Method,
-                             splits: Sequence[tuple[int, tuple[Occupation, ...], set[str]]]) -> tuple[list[set[str]], int]:
+                             splits: Sequence[tuple[int, tuple[Occupation, ...], set[str]]]
+                             ) -> tuple[list[set[str]], int]:
         """Per split, the professions it scores, and how many are left out. Over folds each profession is scored once:
         a profession that is a job by the fold that holds it out, any other by one fold in turn. Left out: a fit word of
         the method, and a job it was fitted on in-sample."""
@@ -233,13 +270,14 @@ class Comparer:
             prompts = self.prompts[self.prompts["job"].isin(scored_jobs)]
             # over folds, each control pair is scored by one fold only (the nouns are never jobs, so any fold may)
             fold_controls = controls if len(splits) == 1 else controls[controls["pair"] % len(splits) == index]
-            fold_professions = (self.profession_prompts[self.profession_prompts["profession"].isin(profession_sets[index])]
+            fold_professions = (self.profession_prompts[self.profession_prompts["profession"]
+                                                        .isin(profession_sets[index])]
                                 if self.profession_prompts is not None else None)
             with method.apply(self.lm) as intervention:
                 transform = intervention.logits_transform
                 label = f"{name}" + (f" fold {fold + 1}/{len(splits)}" if fold >= 0 else "")
 
-                def scored(frame: pd.DataFrame, part: str) -> pd.DataFrame:
+                def scored(frame: pd.DataFrame, part: str, fold=fold, transform=transform, label=label) -> pd.DataFrame:
                     if frame.empty:  # more folds than control pairs: this fold scores none
                         return frame.assign(method=name, fold=fold, p_male=[], p_female=[])
                     p_male, p_female = score_prompts(self.lm, list(frame["prompt"]), self.targets, transform,
@@ -254,12 +292,14 @@ class Comparer:
                 gendered.append(self.gendered.cost(transform))
             details.append(method.details())
         cost = NeutralCost(kl=float(np.mean([c.kl for c in costs])), nll=float(np.mean([c.nll for c in costs])))
-        gendered_cost = GenderedCost(*(float(np.mean([getattr(c, f.name) for c in gendered])) for f in fields(GenderedCost)))
+        gendered_cost = GenderedCost(*(float(np.mean([getattr(c, f.name) for c in gendered]))
+                                       for f in fields(GenderedCost)))
         return Scored(pd.concat(frames).sort_index(), pd.concat(control_frames, ignore_index=True),
                       pd.concat(profession_frames, ignore_index=True) if profession_frames else None,
                       cost, gendered_cost, _merge_details(details), protocol, left_out)
 
-    def _seed_spread(self, name: str, method_class: type[Method], given: Mapping[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    def _seed_spread(self, name: str, method_class: type[Method], given: Mapping[str, Any],
+                     row: dict[str, Any]) -> dict[str, Any]:
         """Rerun a method with a random step under each further seed; the row keeps the first seed's numbers and
         gains the standard deviation (ddof 1) of the headline numbers over all seeds."""
         columns = [c for c in SEED_SPREAD_COLUMNS if c in row]
@@ -286,8 +326,8 @@ class Comparer:
         if scored.professions is not None and baseline.professions is not None:
             if set(scored.professions["template"]) != set(baseline.professions["template"]):
                 raise DebiasKitError("the baseline's professions were scored on other templates; rerun both together")
-            row.update(regression_columns(profession_scores(baseline.professions), profession_scores(scored.professions),
-                                          resamples, self.seed))
+            row.update(regression_columns(profession_scores(baseline.professions),
+                                          profession_scores(scored.professions), resamples, self.seed))
             row["professions_left_out"] = scored.professions_left_out
         row.update({"kl": scored.cost.kl, "ppl_ratio": ppl_ratio(scored.cost.nll, self._baseline_cost.nll),
                     "kl_gendered": scored.gendered.kl, "agreement_acc": scored.gendered.agreement_acc,
@@ -301,14 +341,6 @@ class Comparer:
         return row
 
 
-def weight_fingerprint(lm: LoadedModel) -> torch.Tensor:
-    """Per parameter, its float64 sum and sum of squares: equal after a bit-exact restore, changed by any edit
-    that is left in place (checked after every method; the host keeps no copy of the weights to restore from)."""
-    with torch.no_grad():
-        return torch.stack([torch.stack([p.double().sum(), p.double().square().sum()]).cpu()
-                            for p in lm.model.parameters()])
-
-
 def run_comparison(lm: LoadedModel, occupations: OccupationSet, family: TemplateFamily,
                    methods: Sequence[tuple[str, type[Method], Mapping[str, Any]]], seed: int = 0,
                    n_folds: int = DEFAULT_FOLDS, in_sample: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
@@ -317,8 +349,8 @@ def run_comparison(lm: LoadedModel, occupations: OccupationSet, family: Template
                    professions: Sequence[Profession] = ()) -> Comparison:
     """Score `methods` (name, class, options); the baseline runs first whether or not it is listed. A method among
     `finished` (read back by `compare --resume`) keeps its results and is not run again."""
-    comparer = Comparer(lm, occupations, family, seed, n_folds, in_sample, batch_size, bootstrap, seeds, heldout_templates,
-                        professions)
+    comparer = Comparer(lm, occupations, family, seed, n_folds, in_sample, batch_size, bootstrap, seeds,
+                        heldout_templates, professions)
     names = [name for name, _, _ in methods]
     if BASELINE not in names:
         raise ValueError(f"run_comparison needs the {BASELINE!r} method among `methods`")

@@ -77,7 +77,8 @@ def word_pair_examples(lm: LoadedModel, pairs: Sequence[tuple[str, str]], contex
     ]
 
 
-def job_examples(lm: LoadedModel, jobs: Sequence[Occupation], family: TemplateFamily, positions: str) -> list[LabelledText]:
+def job_examples(lm: LoadedModel, jobs: Sequence[Occupation], family: TemplateFamily,
+                 positions: str) -> list[LabelledText]:
     """Every job in every template of `family`, labelled 1 for female-dominated jobs and grouped by job."""
     return [
         labelled_text(lm, family.prompt(template, job.name), job.name, positions, int(job.group == "female"), job.name)
@@ -88,7 +89,8 @@ def job_examples(lm: LoadedModel, jobs: Sequence[Occupation], family: TemplateFa
 
 @torch.no_grad()
 def read_at_positions(lm: LoadedModel, examples: Sequence[LabelledText], hook_names: Sequence[str],
-                      hooks: Sequence[ActivationHook] = (), stop_at_layer: int | None = None) -> dict[str, torch.Tensor]:
+                      hooks: Sequence[ActivationHook] = (),
+                      stop_at_layer: int | None = None) -> dict[str, torch.Tensor]:
     """Per hook point, the activations at every example's positions, in example order: [n_positions, d] float64 on
     the CPU. `hooks` are installed first, so an intervention at or below a hook point is already applied there."""
     gathered: dict[str, list[torch.Tensor]] = {name: [] for name in hook_names}
@@ -106,10 +108,11 @@ def read_at_positions(lm: LoadedModel, examples: Sequence[LabelledText], hook_na
         seen: dict[str, torch.Tensor] = {}
 
         def record(activation: torch.Tensor, hook: Any) -> None:  # activation [batch, pos, d]
-            seen[hook.name] = activation[rows, columns].detach().to("cpu", torch.float64)
+            seen[hook.name] = activation[rows, columns].detach().to("cpu", torch.float64)  # noqa: B023 - called in-loop
 
         with hooked(lm, [*hooks, *((name, record) for name in hook_names)]):
             lm.run(batch, stop_at_layer=stop_at_layer)
         for name in hook_names:
             gathered[name].append(seen[name])
-    return {name: torch.cat(parts) if parts else torch.empty(0, 0, dtype=torch.float64) for name, parts in gathered.items()}
+    return {name: torch.cat(parts) if parts else torch.empty(0, 0, dtype=torch.float64)
+            for name, parts in gathered.items()}

@@ -19,39 +19,24 @@ independently, templates.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from debiaskit.bootstrap import (DEFAULT_LEVEL, Resamples, draw_resamples, percentile_interval, resampled_group_means,
-                                 share_matrix)
-from debiaskit.data import TemplateFamily, gendered_words, project_data_dir
+from debiaskit.bootstrap import (
+    DEFAULT_LEVEL,
+    Resamples,
+    draw_resamples,
+    percentile_interval,
+    resampled_group_means,
+    share_matrix,
+)
+from debiaskit.data import TemplateFamily
 from debiaskit.errors import DebiasKitError
 from debiaskit.metrics import female_share, stereotype_gap
-
-DEFINITIONAL_NOUNS_FILE = "definitional_nouns.json"
-
-
-@dataclass(frozen=True)
-class DefinitionalNoun:
-    word: str
-    gender: str  # "female" or "male"
-    pair: int  # index of its [female, male] pair: a pair stays together when controls are split over folds
-
-
-def definitional_nouns() -> tuple[DefinitionalNoun, ...]:
-    """The shipped balanced list; a noun that is also a fit word would make the control circular, so it is refused."""
-    path = project_data_dir() / DEFINITIONAL_NOUNS_FILE
-    pairs = json.loads(path.read_text(encoding="utf-8"))["pairs"]
-    overlap = sorted(gendered_words().words() & {word for pair in pairs for word in pair})
-    if overlap:
-        raise DebiasKitError(f"{path}: {overlap[0]!r} is also a fit word in gendered_words.json; control nouns must be unseen")
-    return tuple(DefinitionalNoun(word, gender, index) for index, (female, male) in enumerate(pairs)
-                 for word, gender in ((female, "female"), (male, "male")))
+from debiaskit.word_lists import DefinitionalNoun
 
 
 def shared_token_nouns(tokenizer: Any, nouns: Sequence[DefinitionalNoun], fit_words: set[str]) -> list[str]:
@@ -90,7 +75,8 @@ def definitional_acc(p_male: np.ndarray, p_female: np.ndarray, gender: np.ndarra
 def noun_shares(control: pd.DataFrame) -> pd.DataFrame:
     """Per noun: gender and female_share averaged over its templates."""
     return (control.assign(female_share=female_share(control["p_male"], control["p_female"]))
-            .groupby("noun", sort=True).agg(gender=("gender", "first"), female_share=("female_share", "mean")).reset_index())
+            .groupby("noun", sort=True).agg(gender=("gender", "first"), female_share=("female_share", "mean"))
+            .reset_index())
 
 
 def definitional_columns(baseline: pd.DataFrame, method: pd.DataFrame, n_resamples: int, seed: int,
@@ -99,8 +85,8 @@ def definitional_columns(baseline: pd.DataFrame, method: pd.DataFrame, n_resampl
     baseline is read on the nouns the method was scored on, and the intervals (with `n_resamples` > 0) are paired."""
     baseline = baseline[baseline["noun"].isin(set(method["noun"]))]
     if set(zip(method["noun"], method["template"])) != set(zip(baseline["noun"], baseline["template"])):
-        raise DebiasKitError("the baseline and the method were scored on different control prompts; a retention needs both "
-                             "on the same nouns and templates")
+        raise DebiasKitError("the baseline and the method were scored on different control prompts; a retention needs "
+                             "both on the same nouns and templates")
     nouns, before = noun_shares(method), noun_shares(baseline)
     female = float(nouns.loc[nouns["gender"] == "female", "female_share"].mean())
     male = float(nouns.loc[nouns["gender"] == "male", "female_share"].mean())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from collections.abc import Callable, Sequence
@@ -20,7 +21,8 @@ def project_data_dir() -> Path:
     for candidate in (here / "datasets", here.parent / "datasets"):
         if (candidate / "templates.json").is_file():
             return candidate
-    raise DebiasKitError(f"debiaskit's data files are missing (looked in {here / 'datasets'} and {here.parent / 'datasets'}); reinstall debiaskit")
+    raise DebiasKitError(f"debiaskit's data files are missing (looked in {here / 'datasets'} and "
+                         f"{here.parent / 'datasets'}); reinstall debiaskit")
 
 
 @dataclass(frozen=True)
@@ -69,18 +71,29 @@ def read_occupations_csv(path: Path, name: str, source: str) -> OccupationSet:
     """Read `occupation,group,pct_women` rows; any bad row is an error naming the file and line."""
     required = ("occupation", "group", "pct_women")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (as spreadsheet programs write) is fine
     except OSError as error:
         raise DebiasKitError(f"cannot read occupation file {path}: {error.strerror or error}") from None
     except UnicodeDecodeError:
         raise DebiasKitError(f"{path} is not UTF-8 text; expected a CSV with columns {', '.join(required)}") from None
-    reader = csv.DictReader(text.splitlines())
-    missing = [column for column in required if column not in (reader.fieldnames or [])]
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    columns = list(reader.fieldnames or [])
+    missing = [column for column in required if column not in columns]
     if missing:
-        raise DebiasKitError(f"{path}:1: missing column {missing[0]!r}; expected columns {', '.join(required)} (found {reader.fieldnames})")
+        raise DebiasKitError(f"{path}:1: missing column {missing[0]!r}; expected columns {', '.join(required)} "
+                             f"(found {columns})")
+    twice = sorted({column for column in columns if columns.count(column) > 1})
+    if twice:
+        raise DebiasKitError(f"{path}:1: column {twice[0]!r} appears twice; give each column once")
     jobs: list[Occupation] = []
-    for line, row in enumerate(reader, start=2):
-        jobs.append(_parse_occupation_row(row, f"{path}:{line}"))
+    first_line = 2
+    for row in reader:
+        where = f"{path}:{first_line}"
+        if reader.line_num != first_line:
+            raise DebiasKitError(f"{where}: a quoted field runs over lines {first_line} to {reader.line_num}; "
+                                 "each occupation takes one line")
+        jobs.append(_parse_occupation_row(row, where))
+        first_line = reader.line_num + 1
     if not jobs:
         raise DebiasKitError(f"{path} has a header but no occupations")
     _check_occupations(jobs, str(path))
@@ -100,7 +113,8 @@ def _parse_occupation_row(row: dict[str, str | None], where: str) -> Occupation:
     try:
         pct_women = float(pct_text)
     except ValueError:
-        raise DebiasKitError(f"{where}: pct_women {pct_text!r} for {job!r} is not a number; expected 0 to 100") from None
+        raise DebiasKitError(f"{where}: pct_women {pct_text!r} for {job!r} is not a number; "
+                             "expected 0 to 100") from None
     if not 0.0 <= pct_women <= 100.0:
         raise DebiasKitError(f"{where}: pct_women {pct_text!r} for {job!r} is outside 0 to 100")
     return Occupation(job, group, pct_women)
@@ -122,12 +136,14 @@ def read_template_families(path: Path) -> list[TemplateFamily]:
     except (OSError, json.JSONDecodeError) as error:
         raise DebiasKitError(f"cannot read template families from {path}: {error}") from None
     return [
-        TemplateFamily(name, spec["description"], tuple(spec["templates"]), tuple(spec["male_words"]), tuple(spec["female_words"]))
+        TemplateFamily(name, spec["description"], tuple(spec["templates"]), tuple(spec["male_words"]),
+                       tuple(spec["female_words"]))
         for name, spec in raw.items()
     ]
 
 
-def job_folds(occupations: Sequence[Occupation], n_folds: int, seed: int) -> list[tuple[tuple[Occupation, ...], tuple[Occupation, ...]]]:
+def job_folds(occupations: Sequence[Occupation], n_folds: int,
+              seed: int) -> list[tuple[tuple[Occupation, ...], tuple[Occupation, ...]]]:
     """(train, held_out) per fold, stratified by group: each group is shuffled with `seed` and dealt round-robin."""
     smallest = min(sum(job.group == group for job in occupations) for group in GROUPS)
     if not 2 <= n_folds <= smallest:
@@ -139,7 +155,8 @@ def job_folds(occupations: Sequence[Occupation], n_folds: int, seed: int) -> lis
         rng.shuffle(names)
         fold_of.update({name: index % n_folds for index, name in enumerate(names)})
     return [
-        (tuple(j for j in occupations if fold_of[j.name] != fold), tuple(j for j in occupations if fold_of[j.name] == fold))
+        (tuple(j for j in occupations if fold_of[j.name] != fold),
+         tuple(j for j in occupations if fold_of[j.name] == fold))
         for fold in range(n_folds)
     ]
 
@@ -151,8 +168,10 @@ def template_split(family: TemplateFamily, n_heldout: int, seed: int) -> tuple[T
     if n_heldout == 0:
         return family, indices
     if not 1 <= n_heldout < len(indices):
-        raise DebiasKitError(f"--heldout-templates {n_heldout}: accepted 0 (off) or 1 to {len(indices) - 1} "
-                             f"(the {family.name!r} family has {len(indices)} templates; at least one must stay for fitting)")
+        accepted = (f"accepted 0 (off) or 1 to {len(indices) - 1}" if len(indices) > 1
+                    else "accepted only 0 (off): a family of one template has none to spare")
+        raise DebiasKitError(f"--heldout-templates {n_heldout}: {accepted} (the {family.name!r} family has "
+                             f"{len(indices)} template(s); at least one must stay for fitting)")
     heldout = sorted(random.Random(seed).sample(indices, n_heldout))
     kept = tuple(family.templates[i] for i in indices if i not in heldout)
     return replace(family, templates=kept), heldout
@@ -162,7 +181,8 @@ def spread_templates(family: TemplateFamily, count: int) -> list[int]:
     """Indices of `count` templates spread evenly over the family (first and last included), so a few templates
     still cover its different verbs."""
     if not 1 <= count <= len(family.templates):
-        raise DebiasKitError(f"templates per job {count}: accepted 1 to {len(family.templates)} (family {family.name!r})")
+        raise DebiasKitError(f"templates per job {count}: accepted 1 to {len(family.templates)} "
+                             f"(family {family.name!r})")
     return spread(list(range(len(family.templates))), count)
 
 
@@ -173,30 +193,3 @@ def spread(items: Sequence[int], count: int) -> list[int]:
     if count == 1:
         return [items[0]]
     return [items[index] for index in sorted({round(i * (len(items) - 1) / (count - 1)) for i in range(count)})]
-
-
-@dataclass(frozen=True)
-class GenderedWords:
-    """Definitional gender to fit on: [female, male] word pairs, each in neutral `fit_contexts` with `{word}`. The
-    control nouns that check meaning survives (definitional_nouns.json, see `controls`) are disjoint from them."""
-
-    fit_pairs: tuple[tuple[str, str], ...]
-    fit_contexts: tuple[str, ...]
-
-    def words(self) -> set[str]:
-        return {word for pair in self.fit_pairs for word in pair}
-
-    def fit_sentences(self) -> list[tuple[str, str, int]]:
-        """(sentence, word, label) for every fit pair in every context; label 1 = female, 0 = male."""
-        return [
-            (context.format(word=word), word, label)
-            for female, male in self.fit_pairs
-            for context in self.fit_contexts
-            for word, label in ((female, 1), (male, 0))
-        ]
-
-
-def gendered_words() -> GenderedWords:
-    path = project_data_dir() / "gendered_words.json"
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    return GenderedWords(tuple(tuple(pair) for pair in raw["fit_pairs"]), tuple(raw["fit_contexts"]))  # type: ignore[misc]

@@ -27,7 +27,8 @@ NEUTRAL_TEXT_FILE = "neutral_text.txt"
 NEUTRAL_CHUNK_TOKENS = 128
 
 
-def build_prompts(jobs: Sequence[Occupation], family: TemplateFamily, templates: Sequence[int] | None = None) -> pd.DataFrame:
+def build_prompts(jobs: Sequence[Occupation], family: TemplateFamily,
+                  templates: Sequence[int] | None = None) -> pd.DataFrame:
     """One row per (job, template): job, group, pct_women, template (its index), prompt."""
     indices = range(len(family.templates)) if templates is None else templates
     return pd.DataFrame(

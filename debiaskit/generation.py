@@ -1,4 +1,4 @@
-"""Sampling continuations with a method applied, and the gendered word lists to count in them.
+"""Sampling continuations with a method applied, and the gendered words counted in them.
 
 Every step runs a full forward through `LoadedModel.run` (no key-value cache), so activation hooks see the whole
 sequence with `lm.editable` set exactly as when the evaluator scores; an applied method's logits transform gets
@@ -7,55 +7,23 @@ the logits of every position and the last one is sampled. The N samples of every
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from debiaskit.data import Occupation, TemplateFamily, project_data_dir
+from debiaskit.data import Occupation, TemplateFamily
 from debiaskit.errors import DebiasKitError
 from debiaskit.evaluator import build_prompts
 from debiaskit.method import FitContext, LogitsTransform, Method
 from debiaskit.metrics import count_gendered_words
 from debiaskit.model import LoadedModel
+from debiaskit.word_lists import GenderedWordLists
 
-GENDERED_WORDS_FILE = "gendered_tokens.json"
 DEFAULT_GENERATION_BATCH_SIZE = 64  # rows per forward; the logits of one row are [pos, vocab]
-
-
-@dataclass(frozen=True)
-class GenderedWordLists:
-    """Female and male words. A lower-case word also stands for its capitalised form; a capitalised one only for itself."""
-
-    female: tuple[str, ...]
-    male: tuple[str, ...]
-    source: str  # the file they came from
-
-
-def read_gendered_word_lists(path: str | Path | None = None) -> GenderedWordLists:
-    """The shipped `datasets/gendered_tokens.json`, or a JSON file of the same shape: {"female": [...], "male": [...]}."""
-    path = Path(path) if path is not None else project_data_dir() / GENDERED_WORDS_FILE
-    shape = 'a JSON object {"female": ["she", ...], "male": ["he", ...]} of non-empty lists of single words'
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DebiasKitError(f"cannot read gendered word lists from {path}: {error}; expected {shape}") from None
-    lists: dict[str, tuple[str, ...]] = {}
-    for group in ("female", "male"):
-        words = raw.get(group) if isinstance(raw, dict) else None
-        if not isinstance(words, list) or not words or not all(isinstance(w, str) and w.strip().isalpha() for w in words):
-            raise DebiasKitError(f"{path}: {group!r} is missing or not a list of words; expected {shape}")
-        lists[group] = tuple(dict.fromkeys(w.strip() for w in words))
-    shared = set(lists["female"]) & set(lists["male"])
-    if shared:
-        raise DebiasKitError(f"{path}: {sorted(shared)[0]!r} is in both the female and the male list")
-    return GenderedWordLists(lists["female"], lists["male"], str(path))
 
 
 def fitted_method(lm: LoadedModel, method_class: type[Method], given: Mapping[str, Any], jobs: Sequence[Occupation],
@@ -78,7 +46,8 @@ def sample_continuations(lm: LoadedModel, prompts: Sequence[str], transform: Log
     model ends a document with it); neither is part of the text.
     """
     if n_samples < 1 or max_new_tokens < 1:
-        raise DebiasKitError(f"need at least one sample and one new token (got {n_samples} samples, {max_new_tokens} tokens)")
+        raise DebiasKitError("need at least one sample and one new token "
+                             f"(got {n_samples} samples, {max_new_tokens} tokens)")
     if temperature < 0:
         raise DebiasKitError(f"temperature {temperature} is negative; use 0 for greedy decoding or a positive number")
     starts = [lm.encode(prompt) for prompt in prompts for _ in range(n_samples)]
@@ -87,7 +56,8 @@ def sample_continuations(lm: LoadedModel, prompts: Sequence[str], transform: Log
         raise DebiasKitError(f"a prompt plus {max_new_tokens} new tokens is {longest} tokens; {lm.name} takes at most "
                              f"{lm.model.cfg.n_ctx}: shorten the prompt or lower --max-new-tokens")
     stop_ids = {token for token in (lm.tokenizer.eos_token_id, lm.anchor_token_id) if token is not None}
-    uniforms = torch.rand((len(starts), max_new_tokens), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    uniforms = torch.rand((len(starts), max_new_tokens), generator=torch.Generator().manual_seed(seed),
+                          dtype=torch.float64)
     generated: list[list[int]] = []
     chunks = range(0, len(starts), batch_size)
     for start in tqdm(chunks, desc="generating", file=sys.stderr, leave=False, disable=len(chunks) < 2):

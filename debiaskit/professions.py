@@ -96,7 +96,8 @@ def load_professions(path: Path) -> tuple[Profession, ...]:
         except (TypeError, ValueError):
             raise DebiasKitError(f"{path}: entry {index} is {entry!r}; expected [name, definitional, stereotypical] "
                                  "with both scores numbers in [-1, 1]") from None
-        if not profession.name or not all(-1.0 <= v <= 1.0 for v in (profession.definitional, profession.stereotypical)):
+        if not profession.name or not all(-1.0 <= v <= 1.0
+                                          for v in (profession.definitional, profession.stereotypical)):
             raise DebiasKitError(f"{path}: entry {index} ({entry!r}) needs a name and scores in [-1, 1]")
         professions.append(profession)
     return tuple(professions)
@@ -157,7 +158,8 @@ def regression_columns(baseline: pd.DataFrame, method: pd.DataFrame, n_resamples
     if n_resamples:
         rng = np.random.default_rng(seed)
         counts = np.zeros((n_resamples, len(merged)))
-        np.add.at(counts, (np.arange(n_resamples)[:, None], rng.integers(0, len(merged), (n_resamples, len(merged)))), 1.0)
+        np.add.at(counts, (np.arange(n_resamples)[:, None],
+                           rng.integers(0, len(merged), (n_resamples, len(merged)))), 1.0)
         base_fits, method_fits = _weighted_fits(design, base_y, counts), _weighted_fits(design, method_y, counts)
         with np.errstate(divide="ignore", invalid="ignore"):
             samples = {**{name: method_fits[:, i] for i, name in enumerate(COEFFICIENTS)},

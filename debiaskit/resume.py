@@ -1,11 +1,12 @@
 """`compare --resume DIR`: finish an interrupted run without recomputing the methods it already scored.
 
-`compare --out DIR` rewrites its files atomically after every method (manifest.json, summary.json, prompts.csv,
-controls.csv, professions.csv), so a stopped run leaves them consistent up to its last finished method. Resuming reads the settings
-back from the manifest's command (a setting given again must equal the recorded one), keeps every method whose row
-is `ok` and whose per-prompt results are on disk, and runs the rest (failed methods run again). It refuses to mix
-results when anything that changes numbers differs: a setting, the plugins folder, the device, or the content of the
-data set and templates (hashed into the manifest as `data_sha256`).
+`compare --out DIR` rewrites its files atomically after every method (see `run_dir`), the manifest last with a
+digest of each method's summary row and result rows, so a stopped run leaves them consistent up to its last finished
+method. Resuming reads the settings back from the manifest's command (a setting given again must equal the recorded
+one), keeps every method whose row is `ok` and whose row and results on disk match their digests, and runs the rest
+(failed methods, and those whose files were cut short or edited, run again). It refuses to mix results when anything
+that changes numbers differs: a setting, the plugins folder, the device, or the content of the data set and templates
+(hashed into the manifest as `data_sha256`).
 """
 
 from __future__ import annotations
@@ -25,13 +26,20 @@ import pandas as pd
 from debiaskit.compare import MethodRun
 from debiaskit.data import OccupationSet, TemplateFamily, project_data_dir
 from debiaskit.errors import DebiasKitError
-from debiaskit.controls import definitional_nouns
 from debiaskit.gendered_text import GENDERED_TEXT_FILE
 from debiaskit.professions import PROFESSION_TEMPLATES, Profession
-from debiaskit.report import CONTROLS_FILE, PROFESSIONS_FILE
+from debiaskit.run_dir import (
+    MANIFEST_FILE,
+    RESULT_FILES,
+    SUMMARY_FILE,
+    frame_digests,
+    read_frame,
+    read_json_object,
+    row_digest,
+)
+from debiaskit.word_lists import definitional_nouns
 
-MANIFEST_FILE, SUMMARY_FILE, PROMPTS_FILE = "manifest.json", "summary.json", "prompts.csv"  # as write_run names them
-PRESENTATION = ("fmt", "out", "resume")  # how results are shown or where they go: free to change on resume
+PRESENTATION = ("fmt", "out", "resume", "force")  # how results are shown or where they go: free to change on resume
 CHECKED_MANIFEST_KEYS = ("device", "data_sha256")  # known only once the model and data are loaded
 
 
@@ -68,20 +76,30 @@ def resume_command(directory: Path, plugins_dir: Path | str | None) -> str:
 
 def read_previous_run(directory: Path, command: click.Command) -> PreviousRun:
     """The run in `directory`, or a DebiasKitError saying why it cannot be resumed."""
-    manifest = _read_json(directory / MANIFEST_FILE, directory)
-    summary = _read_json(directory / SUMMARY_FILE, directory)
+    manifest = _read_run_file(directory / MANIFEST_FILE, directory)
+    summary = _read_run_file(directory / SUMMARY_FILE, directory)
     plugins_dir, parameters = _parse_command(manifest, command, directory)
-    prompts, controls = _read_frame(directory / PROMPTS_FILE), _read_frame(directory / CONTROLS_FILE)
-    professions = _read_frame(directory / PROFESSIONS_FILE)
+    frames = {kind: read_frame(directory / name) for kind, name in RESULT_FILES.items()}
+    recorded = manifest.get("results_sha256")
+    if not isinstance(recorded, dict):
+        raise DebiasKitError(f"{directory / MANIFEST_FILE} records no digests of its results (an older debiaskit wrote "
+                             "it), so what it holds cannot be checked; start a new run")
+    actual = {kind: frame_digests(frame) for kind, frame in frames.items()}
     finished = []
     for row in summary.get("methods", []):
         name = row.get("method")
-        if row.get("status") != "ok" or not _has(prompts, name) or not _has(controls, name):
-            continue  # failed, or its per-prompt results were not all written when the run stopped: it runs again
-        if row.get("professions_scored") and not _has(professions, name):
+        expected = recorded.get(name)
+        if row.get("status") != "ok" or not isinstance(expected, dict):
+            continue  # failed, or the run stopped before it was recorded: it runs again
+        changed = [SUMMARY_FILE] if row_digest(row) != expected.get("row") else []
+        changed += [RESULT_FILES[kind] for kind in RESULT_FILES if actual[kind].get(name) != expected.get(kind)]
+        if changed:
+            print(f"debiaskit: {name} runs again: its results in {', '.join(changed)} are not what the run recorded "
+                  "(cut short or edited)", file=sys.stderr)
             continue
-        finished.append(MethodRun(dict(row), _rows_of(prompts, name), _rows_of(controls, name),
-                                  _rows_of(professions, name) if _has(professions, name) else None))
+        professions = _rows_of(frames["professions"], name) if name in actual["professions"] else None
+        finished.append(MethodRun(dict(row), _rows_of(frames["prompts"], name), _rows_of(frames["controls"], name),
+                                  professions))
     if finished and finished[0].row["method"] != "none":
         finished = []  # every other row is measured against the baseline: without it nothing can be kept
     return PreviousRun(directory, manifest, parameters, plugins_dir, tuple(finished))
@@ -102,7 +120,8 @@ def resume_option_callback(context: click.Context, parameter: click.Parameter, d
 
 def recorded_defaults(previous: PreviousRun) -> dict[str, Any]:
     """click `default_map` entries: every parameter the previous run recorded, and `--out` its own directory."""
-    defaults = {name: value for name, value in previous.parameters.items() if name not in PRESENTATION and value is not None}
+    defaults = {name: value for name, value in previous.parameters.items()
+                if name not in PRESENTATION and value is not None}
     return {**defaults, "out": str(previous.directory)}
 
 
@@ -119,7 +138,8 @@ def check_resumable(previous: PreviousRun, parameters: dict[str, Any], plugins_d
             differences.append(f"{flags.get(name, name)}: the run in {previous.directory} used {_show(recorded)}, "
                                f"this one asks for {_show(parameters.get(name))}")
     if _same_path(plugins_dir) != _same_path(previous.plugins_dir):
-        differences.append(f"--plugins-dir: the run used {previous.plugins_dir or '(none)'}, this one {plugins_dir or '(none)'}")
+        differences.append(f"--plugins-dir: the run used {previous.plugins_dir or '(none)'}, "
+                           f"this one {plugins_dir or '(none)'}")
     for key in CHECKED_MANIFEST_KEYS if manifest is not None else ():
         if key in previous.manifest and previous.manifest[key] != manifest.get(key):
             what = "the data set or templates changed on disk" if key == "data_sha256" else key
@@ -127,18 +147,21 @@ def check_resumable(previous: PreviousRun, parameters: dict[str, Any], plugins_d
     if differences:
         raise DebiasKitError(f"cannot resume {previous.directory}; results would mix different settings:\n  "
                              + "\n  ".join(differences)
-                             + f"\nresume with the recorded settings ({resume_command(previous.directory, previous.plugins_dir)})"
+                             + "\nresume with the recorded settings "
+                             f"({resume_command(previous.directory, previous.plugins_dir)})"
                              " or start a new run with another --out")
     if manifest is None:
         return
     old, new = previous.manifest.get("versions", {}), manifest.get("versions", {})
     changed = sorted(name for name in old if name in new and old[name] != new[name])
     if changed:
-        print(f"debiaskit: warning: resuming with other package versions ({', '.join(f'{n} {old[n]} -> {new[n]}' for n in changed)})",
+        print("debiaskit: warning: resuming with other package versions "
+              f"({', '.join(f'{n} {old[n]} -> {new[n]}' for n in changed)})",
               file=sys.stderr)
 
 
-def _parse_command(manifest: dict[str, Any], command: click.Command, directory: Path) -> tuple[str | None, dict[str, Any]]:
+def _parse_command(manifest: dict[str, Any], command: click.Command,
+                   directory: Path) -> tuple[str | None, dict[str, Any]]:
     """The recorded command's compare parameters, parsed by the compare command itself."""
     try:
         words = shlex.split(manifest["command"])[1:]
@@ -153,31 +176,12 @@ def _parse_command(manifest: dict[str, Any], command: click.Command, directory: 
                              "`debiaskit compare --out`") from None
 
 
-def _read_json(path: Path, directory: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise DebiasKitError(f"nothing to resume in {directory}: {path.name} is missing (no method had finished, or it is "
-                             "not a directory written by `debiaskit compare --out`); start the run again")
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DebiasKitError(f"cannot read {path}: {error}") from None
-    if not isinstance(loaded, dict):
-        raise DebiasKitError(f"{path} is not a JSON object; it was not written by `debiaskit compare --out`")
+def _read_run_file(path: Path, directory: Path) -> dict[str, Any]:
+    loaded = read_json_object(path)
+    if loaded is None:
+        raise DebiasKitError(f"nothing to resume in {directory}: {path.name} is missing (no method had finished, or it "
+                             "is not a directory written by `debiaskit compare --out`); start the run again")
     return loaded
-
-
-def _read_frame(path: Path) -> pd.DataFrame:
-    """A per-prompt CSV exactly as written: floats round-trip bit for bit, and a job called 'NA' stays text."""
-    try:
-        return pd.read_csv(path, float_precision="round_trip", keep_default_na=False, na_values=[""])
-    except (FileNotFoundError, pd.errors.EmptyDataError):
-        return pd.DataFrame()
-    except (OSError, ValueError, pd.errors.ParserError) as error:
-        raise DebiasKitError(f"cannot read {path}: {error}") from None
-
-
-def _has(frame: pd.DataFrame, method: str) -> bool:
-    return "method" in frame and bool((frame["method"] == method).any())
 
 
 def _rows_of(frame: pd.DataFrame, method: str) -> pd.DataFrame:

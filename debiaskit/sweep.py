@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from debiaskit.compare import BASELINE, Comparer
+from debiaskit.compare import BASELINE, Comparer, check_folds
+from debiaskit.data import OccupationSet
 from debiaskit.errors import DebiasKitError
 from debiaskit.method import Method
 from debiaskit.options import resolve_settings
@@ -61,11 +62,13 @@ def parse_knob(text: str, methods: Sequence[str]) -> tuple[str, str, list[str]]:
     method, dot, key = target.strip().rpartition(".")
     if not dot:
         if len(methods) != 1:
-            raise DebiasKitError(f"--knob {text!r}: with several methods name the method, e.g. --knob leace.blend=0.5,1")
+            raise DebiasKitError(f"--knob {text!r}: with several methods name the method, "
+                                 "e.g. --knob leace.blend=0.5,1")
         method, key = methods[0], target.strip()
     raw = [v.strip() for v in values.split(";" if ";" in values else ",") if v.strip()]
     if not equals or not key or not raw:
-        raise DebiasKitError(f"--knob {text!r}: expected key=v1,v2,... (or method.key=v1,v2,...), e.g. factor=0,0.3,0.6")
+        raise DebiasKitError(f"--knob {text!r}: expected key=v1,v2,... (or method.key=v1,v2,...), "
+                             "e.g. factor=0,0.3,0.6")
     if method not in methods:
         raise DebiasKitError(f"--knob {text!r}: {method!r} is not among the methods swept ({', '.join(methods)})")
     return method, key, raw
@@ -116,13 +119,15 @@ def matched_cost_rows(points: Sequence[Mapping[str, Any]], baseline_gap: float, 
             left = gap_at_budget(kl, gap, budget)
             row[f"gap_at_kl_{budget:g}"] = left
             row[f"gap_reduction_pct_at_kl_{budget:g}"] = reduction(left)
-            row[f"gap_reduction_pct_at_kl_{budget:g}_keep_{keep:g}"] = reduction(gap_at_budget(kept_kl, kept_gap, budget))
+            row[f"gap_reduction_pct_at_kl_{budget:g}_keep_{keep:g}"] = reduction(
+                gap_at_budget(kept_kl, kept_gap, budget))
         row["frontier_area"] = frontier_area(kl, gap, max(budgets))
         rows.append(row)
     return rows, frontiers
 
 
-def choose_setting(points: Sequence[Mapping[str, Any]], method: str, budget: float, keep: float) -> Mapping[str, Any] | None:
+def choose_setting(points: Sequence[Mapping[str, Any]], method: str, budget: float,
+                   keep: float) -> Mapping[str, Any] | None:
     """The point of `method` with the smallest |stereotype_gap| among its ok settings with kl <= `budget` and
     definitional_retained >= `keep` (the first such on a tie), or None when no setting qualifies."""
     allowed = [p for p in points if p["method"] == method and p.get("status") == "ok" and p["kl"] <= budget
@@ -135,15 +140,19 @@ def setting_grid(knobs: Sequence[tuple[str, Sequence[str]]]) -> list[dict[str, s
     return [dict(zip((key for key, _ in knobs), values)) for values in itertools.product(*(raw for _, raw in knobs))]
 
 
-def check_plan(plan: SweepPlan) -> None:
-    """Every setting of every grid resolves (known options, values of the right type and range): said before
-    the model loads."""
-    for _, method_class, given, knobs in plan:
-        for setting in setting_grid(knobs):
-            method_class(**{**given, **setting})
+def check_plan(plan: SweepPlan, scored: Sequence[OccupationSet] = (), n_folds: int = 2, seed: int = 0) -> None:
+    """Every setting of every grid resolves (known options, values of the right type and range), and each job set
+    in `scored` splits into `n_folds` for the settings that learn from jobs: said before the model loads."""
+    settings = [(name, method_class, {**given, **setting})
+                for name, method_class, given, knobs in plan for setting in setting_grid(knobs)]
+    for _, method_class, options in settings:
+        method_class(**options)
+    for occupations in scored:
+        check_folds(occupations, settings, n_folds, seed, in_sample=False)
 
 
-SweepPlan = Sequence[tuple[str, type[Method], Mapping[str, Any], Sequence[tuple[str, Sequence[str]]]]]  # name, class, options, knobs
+# name, class, options, knobs
+SweepPlan = Sequence[tuple[str, type[Method], Mapping[str, Any], Sequence[tuple[str, Sequence[str]]]]]
 
 
 def run_sweep(comparer: Comparer, plan: SweepPlan, baseline_class: type[Method]) -> list[dict[str, Any]]:
@@ -158,7 +167,8 @@ def run_sweep(comparer: Comparer, plan: SweepPlan, baseline_class: type[Method])
             print(f"debiaskit: sweep {name} {described}", file=sys.stderr)
             result = comparer.run(name, method_class, {**given, **setting})
             typed = resolve_settings(name, method_class.options, setting)
-            values = [",".join(map(str, typed[key])) if isinstance(typed[key], tuple) else typed[key] for key in setting]
+            values = [",".join(map(str, typed[key])) if isinstance(typed[key], tuple) else typed[key]
+                      for key in setting]
             value = values[0] if len(values) == 1 else " ".join(map(str, values))
             rows.append({"method": name, "knob": ",".join(setting), "value": value, "setting": dict(setting),
                          **{k: v for k, v in result.row.items() if k != "method"}})

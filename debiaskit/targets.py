@@ -7,6 +7,7 @@ from typing import Any
 
 from debiaskit.data import TemplateFamily
 from debiaskit.errors import DebiasKitError
+from debiaskit.word_lists import FEMALE_PRONOUNS, MALE_PRONOUNS
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def target_tokens(tokenizer: Any, family: TemplateFamily) -> TargetTokens:
 
 
 PRONOUNS = TemplateFamily("pronouns", "the third-person pronouns, whatever family the prompts use", (),
-                          ("he", "him", "his"), ("she", "her", "hers"))
+                          MALE_PRONOUNS, FEMALE_PRONOUNS)
 
 
 def pronoun_targets(tokenizer: Any) -> TargetTokens:

@@ -26,9 +26,16 @@ import torch
 from concept_erasure import LeaceEraser, LeaceFitter
 
 from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, hooked, hookimpl
-from debiaskit.command_options import model_options
+from debiaskit.commands.support import (
+    data_options,
+    host_of,
+    load_data,
+    method_options_option,
+    model_options,
+    usage_errors,
+)
 from debiaskit.concepts import POSITIONS, LabelledText, job_examples, read_at_positions, word_pair_examples
-from debiaskit.data import gendered_words
+from debiaskit.word_lists import gendered_words
 
 CONCEPTS = ("definitional", "occupations")
 PROBE_PAIR_SHARE = 0.4  # of the definitional [female, male] pairs: never fitted on, kept for the probe
@@ -61,15 +68,14 @@ class LeaceErasure(Method):
                choices=CONCEPTS),
         Option("fit_positions", str, "word", "positions fitted on: the gendered word's (or job's) tokens, all, or last",
                choices=POSITIONS),
-        Option("blend", float, 1.0, "0 = unchanged, 1 = full erasure: x - blend * (x - eraser(x))"),
+        Option("blend", float, 1.0, "0 = unchanged, 1 = full erasure: x - blend * (x - eraser(x))",
+               minimum=0, maximum=1),
     )
     strength_knob = "blend"
     random_fit = True  # the word pairs kept away from the eraser for the probe are drawn with the seed
 
     def __init__(self, **given: Any) -> None:
         super().__init__(**given)
-        if not 0.0 <= self.settings["blend"] <= 1.0:
-            raise DebiasKitError(f"option leace.blend got {self.settings['blend']}; it takes a number from 0 to 1")
         self.layers = tuple(sorted(set(self.settings["layers"])))
         self.erasers: dict[int, LeaceEraser] = {}
         self.probe: dict[str, float] = {}
@@ -212,9 +218,8 @@ def cross_validated_probe_accuracy(data: Activations) -> float:
 @click.command("leace-sweep")
 @click.option("--layers", "layer_list", required=True, help="Layers to erase at, one at a time (e.g. 2,4,6).")
 @model_options
-@click.option("--dataset", default="occupations40", show_default=True)
-@click.option("--templates", "template_family", default="pronoun", show_default=True)
-@click.option("-o", "--option", "assignments", multiple=True, help="Other leace options, leace.key=value (repeatable).")
+@data_options()
+@method_options_option("Other leace options, leace.key=value (repeatable).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.pass_context
 def leace_sweep(context: click.Context, layer_list: str, model: str, device: str, dtype: str, dataset: str,
@@ -223,29 +228,25 @@ def leace_sweep(context: click.Context, layer_list: str, model: str, device: str
     from debiaskit.compare import BASELINE, run_comparison
     from debiaskit.model import load_model
     from debiaskit.options import parse_assignments
-    from debiaskit.plugin_host import load_plugins
-    from debiaskit.reporting import render
+    from debiaskit.tables import render
 
-    try:
+    with usage_errors():
         layers = LAYERS_OPTION.coerce(layer_list, LeaceErasure.name)
         given = parse_assignments(assignments)
         unknown = set(given) - {LeaceErasure.name}
         if unknown:
             raise DebiasKitError(f"leace-sweep takes only leace.key=value options, got {sorted(unknown)[0]}.*")
-        host = load_plugins(context.find_root().params.get("plugins_dir"))
-        name, _, argument = dataset.partition(":")
-        occupations = host.datasets.get("data set", name).load(argument or None)
-        family = host.templates.get("template family", template_family)
+        host = host_of(context)
+        occupations, family = load_data(host, dataset, template_family)
         options = given.get(LeaceErasure.name, {})
         LeaceErasure(**options)  # reject a bad option before the model loads
         lm = load_model(model, device=device, dtype=dtype)
         plan = [(BASELINE, host.methods.get("method", BASELINE), {})]
         plan += [(f"leace@{layer}", LeaceErasure, {**options, "layers": (layer,)}) for layer in layers]
         comparison = run_comparison(lm, occupations, family, plan, seed=seed)
-    except DebiasKitError as error:
-        raise click.UsageError(str(error)) from None
-    columns = ("method", "status", "stereotype_gap", "gap_change_pct", "definitional_retained", "definitional_acc", "kl",
-               "kl_gendered", "agreement_share", "probe_acc_before", "probe_acc_after", "probe_acc_after_retrained", "error")
+    columns = ("method", "status", "stereotype_gap", "gap_change_pct", "definitional_retained", "definitional_acc",
+               "kl", "kl_gendered", "agreement_share", "probe_acc_before", "probe_acc_after",
+               "probe_acc_after_retrained", "error")
     rows = [{key: row.get(key) for key in columns if key in row} for row in comparison.rows()]
     click.echo(render(comparison.header(), rows, "table"), nl=False)
     if any(row["status"] != "ok" for row in rows):

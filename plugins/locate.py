@@ -49,7 +49,7 @@ import torch
 from tqdm.auto import tqdm
 
 from debiaskit import DebiasKitError, LoadedModel, hooked, hookimpl
-from debiaskit.command_options import model_options
+from debiaskit.commands.support import data_options, host_of, load_data, model_options, usage_errors
 from debiaskit.data import Occupation, TemplateFamily
 
 COMPONENTS = ("attn_out", "mlp_out")  # blocks.L.hook_{component}
@@ -134,9 +134,10 @@ def gendered_mediators(lm: LoadedModel, prompts: Sequence[MediationPrompt], he: 
         seen: dict[tuple[int, str], torch.Tensor] = {}
 
         def record(activation: torch.Tensor, hook: Any) -> None:
-            seen[(hook.layer(), hook.name.rsplit("hook_", 1)[1])] = activation.detach()
+            seen[(hook.layer(), hook.name.rsplit("hook_", 1)[1])] = activation.detach()  # noqa: B023 - called in-loop
 
-        hooks = [(f"blocks.{layer}.hook_{component}", record) for layer in range(lm.n_layers) for component in COMPONENTS]
+        hooks = [(f"blocks.{layer}.hook_{component}", record)
+                 for layer in range(lm.n_layers) for component in COMPONENTS]
         with hooked(lm, hooks):
             final = lm.run(batch, stop_at_layer=lm.n_layers)
         values.append(torch.stack([
@@ -168,7 +169,8 @@ def mediation_effects(lm: LoadedModel, prompts: Sequence[MediationPrompt],
 
 
 def _batch_effects(lm: LoadedModel, chunk: Sequence[MediationPrompt], row_of: dict[tuple[int, ...], int],
-                   cached: torch.Tensor, gendered_difference: torch.Tensor, he: int, she: int) -> tuple[np.ndarray, np.ndarray]:
+                   cached: torch.Tensor, gendered_difference: torch.Tensor, he: int,
+                   she: int) -> tuple[np.ndarray, np.ndarray]:
     """Effects for prompts of one suffix length. A patch at column c of block L changes nothing before c, so the
     patched run recomputes only columns c.. from block L on, reading the clean run's keys and values for the rest."""
     from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
@@ -196,12 +198,14 @@ def _batch_effects(lm: LoadedModel, chunk: Sequence[MediationPrompt], row_of: di
         copies = len(sites)
         prefix = TransformerLensKeyValueCache(
             entries=[TransformerLensKeyValueCacheEntry(entry.past_keys[:, :column].repeat(copies, 1, 1, 1),
-                                                       entry.past_values[:, :column].repeat(copies, 1, 1, 1), frozen=True)
+                                                       entry.past_values[:, :column].repeat(copies, 1, 1, 1),
+                                                       frozen=True)
                      for entry in clean_cache.entries],
             previous_attention_mask=batch.attention_mask[:, :column].repeat(copies, 1), frozen=True)
         mask = batch.attention_mask.repeat(copies, 1)
         for layer in range(lm.n_layers):
-            def patch(activation: torch.Tensor, hook: Any, layer: int = layer) -> torch.Tensor:
+            def patch(activation: torch.Tensor, hook: Any, layer: int = layer,
+                      sites: list[int] = sites) -> torch.Tensor:
                 patched = activation.clone()  # [copies * n, width - column, d_model]; column 0 is the site
                 for copy, site in enumerate(sites):
                     if SITES[site][0] == hook.name.rsplit("hook_", 1)[1]:
@@ -241,7 +245,8 @@ def write_heatmap(table: pd.DataFrame, path: Path, title: str) -> None:
     from matplotlib.colors import SymLogNorm
 
     labels = [f"{component} @ {position}" for component, position in SITES]
-    grid = np.stack([table[(table.component == c) & (table.position == p)].sort_values("layer").indirect_effect.to_numpy()
+    grid = np.stack([table[(table.component == c) & (table.position == p)].sort_values("layer")
+                     .indirect_effect.to_numpy()
                      for c, p in SITES])
     figure, axes = plt.subplots(figsize=(max(6.0, 0.3 * grid.shape[1] + 2), 3.0))
     # symmetric log colours: one site (SmolLM2's block-0 MLP) can be a hundred times the rest
@@ -253,7 +258,8 @@ def write_heatmap(table: pd.DataFrame, path: Path, title: str) -> None:
     axes.set_title(title, fontsize=9)
     # ticks at 0 and at powers of ten beyond the linear band, so the labels around 0 do not overlap
     powers = [10.0 ** k for k in range(-1, int(np.ceil(np.log10(max(norm.vmax, 0.1)))) + 1) if 10.0 ** k <= norm.vmax]
-    figure.colorbar(image, ax=axes, label="indirect effect (mean)", ticks=[-p for p in reversed(powers)] + [0.0] + powers)
+    figure.colorbar(image, ax=axes, label="indirect effect (mean)",
+                    ticks=[-p for p in reversed(powers)] + [0.0] + powers)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -261,11 +267,10 @@ def write_heatmap(table: pd.DataFrame, path: Path, title: str) -> None:
 
 @click.command("locate")
 @model_options
-@click.option("--dataset", default="occupations40", show_default=True)
-@click.option("--templates", "template_family", default="pronoun", show_default=True,
-              help="Template family; every template must read 'The {job} ...'.")
+@data_options(templates_help="Template family; every template must read 'The {job} ...'.")
 @click.option("--templates-per-job", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Templates per job, spread over the family (17 = Vig et al.'s full set; the sweep's time scales with it).")
+              help="Templates per job, spread over the family (17 = Vig et al.'s full set; "
+                   "the sweep's time scales with it).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/locate"), show_default=True,
               help="Folder for locate.csv, locate.png and locate.json.")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Sites printed.")
@@ -277,20 +282,15 @@ def locate_command(context: click.Context, model: str, device: str, dtype: str, 
     attention and MLP output at the occupation's last token and at the prompt's last token."""
     from debiaskit.data import spread_templates
     from debiaskit.model import load_model
-    from debiaskit.plugin_host import load_plugins
-    from debiaskit.reporting import check_writable
+    from debiaskit.run_dir import check_writable
 
-    try:
-        host = load_plugins(context.find_root().params.get("plugins_dir"))
-        name, _, argument = dataset.partition(":")
-        jobs = host.datasets.get("data set", name).load(argument or None).occupations
-        family = host.templates.get("template family", template_family)
+    with usage_errors():
+        occupations, family = load_data(host_of(context), dataset, template_family)
+        jobs = occupations.occupations
         templates = spread_templates(family, min(templates_per_job, len(family.templates)))
         check_writable(out)
         lm = load_model(model, device=device, dtype=dtype)
         prompts = mediation_prompts(lm, jobs, family, templates)
-    except DebiasKitError as error:
-        raise click.UsageError(str(error)) from None
     started = time.perf_counter()
     total, indirect = mediation_effects(lm, prompts, batch_size)
     seconds = time.perf_counter() - started
@@ -298,7 +298,8 @@ def locate_command(context: click.Context, model: str, device: str, dtype: str, 
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "locate.csv", index=False)
     summary = {"model": model, "dataset": dataset, "templates": template_family, "template_indices": templates,
-               "prompts": len(prompts), "total_effect": float(total.mean()), "total_effect_median": float(np.median(total)),
+               "prompts": len(prompts), "total_effect": float(total.mean()),
+               "total_effect_median": float(np.median(total)),
                "seconds": round(seconds, 1), "top_sites": top_sites(table, top).to_dict("records")}
     (out / "locate.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     write_heatmap(table, out / "locate.png", f"{model}: indirect effect on P(anti)/P(stereo), {len(prompts)} prompts "

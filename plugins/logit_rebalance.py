@@ -45,8 +45,8 @@ from typing import Any
 import torch
 
 from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, hookimpl
-from debiaskit.generation import GenderedWordLists, read_gendered_word_lists
 from debiaskit.targets import target_tokens, word_variants
+from debiaskit.word_lists import GenderedWordLists, read_gendered_word_lists
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,8 @@ def gendered_token_groups(tokenizer: Any, words: GenderedWordLists) -> GenderedT
     if shared:
         raise DebiasKitError(f"{words.source}: the female and the male list share the token "
                              f"{tokenizer.decode([min(shared)])!r}; a token can be in one group only")
-    return GenderedTokenGroups(tuple(dict.fromkeys(groups["female"])), tuple(dict.fromkeys(groups["male"])), tuple(skipped))
+    return GenderedTokenGroups(tuple(dict.fromkeys(groups["female"])), tuple(dict.fromkeys(groups["male"])),
+                               tuple(skipped))
 
 
 def rebalance(logits: torch.Tensor, female_ids: torch.Tensor, male_ids: torch.Tensor, strength: float,
@@ -99,7 +100,8 @@ def rebalance(logits: torch.Tensor, female_ids: torch.Tensor, male_ids: torch.Te
     return balanced
 
 
-def counter_balanced_female_target(tokens: torch.Tensor, female_ids: torch.Tensor, male_ids: torch.Tensor) -> torch.Tensor:
+def counter_balanced_female_target(tokens: torch.Tensor, female_ids: torch.Tensor,
+                                   male_ids: torch.Tensor) -> torch.Tensor:
     """[batch, pos] q = (m + 1) / (f + m + 2), counting female (f) and male (m) tokens in tokens[:, : i + 1]."""
     female_so_far = torch.isin(tokens, female_ids).cumsum(-1).double()
     male_so_far = torch.isin(tokens, male_ids).cumsum(-1).double()
@@ -126,18 +128,19 @@ class Rebalancer:
 
 class LogitRebalance(Method):
     name = "logit-rebalance"
-    description = "decoding-time rebalancing: equal next-token probability for female and male tokens, nothing else changed"
+    description = ("decoding-time rebalancing: equal next-token probability for female and male tokens, "
+                   "nothing else changed")
     options = (
-        Option("strength", float, 1.0, "0 = off, 1 = female and male tokens get equal probability"),
+        Option("strength", float, 1.0, "0 = off, 1 = female and male tokens get equal probability",
+               minimum=0, maximum=1),
         Option("counter_balance", bool, False, "aim against the gendered tokens already in the sequence, not at 50/50"),
-        Option("words", str, "", "JSON file {\"female\": [...], \"male\": [...]} (default: datasets/gendered_tokens.json)"),
+        Option("words", str, "", "JSON file {\"female\": [...], \"male\": [...]} "
+                                 "(default: datasets/gendered_tokens.json)"),
     )
     strength_knob = "strength"
 
     def __init__(self, **given: Any) -> None:
         super().__init__(**given)
-        if not 0.0 <= self.settings["strength"] <= 1.0:
-            raise DebiasKitError(f"option logit-rebalance.strength got {self.settings['strength']}; it takes a number from 0 to 1")
         self.words = read_gendered_word_lists(self.settings["words"] or None)
         self.coverage: dict[str, Any] = {}
 
@@ -152,8 +155,10 @@ class LogitRebalance(Method):
     @contextmanager
     def apply(self, lm: LoadedModel) -> Iterator[Intervention]:
         groups = gendered_token_groups(lm.tokenizer, self.words)
-        ids = [torch.tensor(group, dtype=torch.long, device=lm.device) for group in (groups.female_ids, groups.male_ids)]
-        yield Intervention(logits_transform=Rebalancer(*ids, self.settings["strength"], self.settings["counter_balance"]))
+        ids = [torch.tensor(group, dtype=torch.long, device=lm.device)
+               for group in (groups.female_ids, groups.male_ids)]
+        yield Intervention(logits_transform=Rebalancer(*ids, self.settings["strength"],
+                                                       self.settings["counter_balance"]))
 
     def details(self) -> dict[str, Any]:
         return dict(self.coverage)

@@ -43,8 +43,9 @@ import torch
 
 from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, hookimpl
 from debiaskit.concepts import LabelledText, job_examples, read_at_positions, word_pair_examples
-from debiaskit.data import gendered_words, project_data_dir
+from debiaskit.data import project_data_dir
 from debiaskit.evaluator import NEUTRAL_TEXT_FILE, NeutralText
+from debiaskit.word_lists import gendered_words
 
 RIDGE = 1e-6
 # The three MLP sites `debiaskit locate --templates-per-job 4` ranks highest on SmolLM2 (40 jobs x 4 templates; mean
@@ -65,7 +66,8 @@ def solve_edit(keys: torch.Tensor, wanted: torch.Tensor, neutral_keys: torch.Ten
     (when `anchor_key` a is given); keys K [n, d_mlp], wanted R [n, d_model], neutral_keys K0 [m, d_mlp]."""
     keys, wanted, neutral_keys = keys.double(), wanted.double(), neutral_keys.double()
     system = keys.T @ keys / len(keys) + preserve * neutral_keys.T @ neutral_keys / max(len(neutral_keys), 1)
-    system += ridge * torch.trace(system) / len(system) * torch.eye(len(system), dtype=torch.float64, device=system.device)
+    system += ridge * torch.trace(system) / len(system) * torch.eye(len(system), dtype=torch.float64,
+                                                                    device=system.device)
     edit = torch.linalg.solve(system, keys.T @ wanted / len(keys))
     if anchor_key is not None:
         a = anchor_key.double().reshape(1, -1)
@@ -79,16 +81,15 @@ class LeastSquaresDebias(Method):
     description = "LSDM (seed 002): least-squares edit of MLP output weights removing gender at the occupation token"
     options = (
         Option("layers", tuple, DEFAULT_LAYERS, "MLPs to edit (blocks.L.mlp.W_out), bottom-up"),
-        Option("strength", float, 1.0, "share of the gender component moved to the neutral point (0 = no edit)"),
-        Option("preserve", float, 1.0, "lambda: weight of keeping the outputs on neutral-text keys"),
+        Option("strength", float, 1.0, "share of the gender component moved to the neutral point (0 = no edit)",
+               minimum=0),
+        Option("preserve", float, 1.0, "lambda: weight of keeping the outputs on neutral-text keys", minimum=0),
         Option("preserve_text", str, "", "text file whose keys are preserved (default: datasets/neutral_text.txt)"),
     )
     strength_knob = "strength"
 
     def __init__(self, **given: Any) -> None:
         super().__init__(**given)
-        if self.settings["preserve"] < 0 or self.settings["strength"] < 0:
-            raise DebiasKitError("options lsdm.preserve and lsdm.strength take numbers >= 0")
         if not self.settings["layers"]:
             raise DebiasKitError("option lsdm.layers needs at least one layer, e.g. layers=2,3")
         self.layers = tuple(sorted(set(self.settings["layers"])))
@@ -106,7 +107,8 @@ class LeastSquaresDebias(Method):
         bad = [layer for layer in self.layers if not 0 <= layer < lm.n_layers]
         if bad:
             raise DebiasKitError(f"option lsdm.layers has {bad[0]}; {lm.name} has blocks 0 to {lm.n_layers - 1}")
-        jobs = [example.last_position_only() for example in job_examples(lm, context.train_jobs, context.templates, "word")]
+        jobs = [example.last_position_only()
+                for example in job_examples(lm, context.train_jobs, context.templates, "word")]
         vocabulary = gendered_words()
         words = [example.last_position_only()
                  for example in word_pair_examples(lm, vocabulary.fit_pairs, vocabulary.fit_contexts, "word")]
@@ -122,7 +124,8 @@ class LeastSquaresDebias(Method):
             labels = torch.tensor([example.label for example in words], dtype=torch.bool)
             direction = word_outputs[labels].mean(0) - word_outputs[~labels].mean(0)
             direction = direction / direction.norm()
-            neutral_point = 0.5 * ((word_outputs[labels] @ direction).mean() + (word_outputs[~labels] @ direction).mean())
+            neutral_point = 0.5 * ((word_outputs[labels] @ direction).mean()
+                                   + (word_outputs[~labels] @ direction).mean())
             wanted = -self.settings["strength"] * ((outputs @ direction) - neutral_point).unsqueeze(1) * direction
             edit = solve_edit(keys, wanted, neutral_keys, self.settings["preserve"], anchor_key)
             self.edits[layer] = edit.float()
@@ -170,11 +173,13 @@ def neutral_examples(lm: LoadedModel, path: str) -> list[LabelledText]:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
-            raise DebiasKitError(f"option lsdm.preserve_text: cannot read {path} ({error}); pass a UTF-8 text file") from None
+            raise DebiasKitError(f"option lsdm.preserve_text: cannot read {path} ({error}); "
+                                 "pass a UTF-8 text file") from None
     else:
         text = (project_data_dir() / NEUTRAL_TEXT_FILE).read_text(encoding="utf-8")
     first = 1 if lm.anchor_token_id is not None else 0
-    return [LabelledText(tuple(seq), tuple(range(first, len(seq))), 0, "neutral") for seq in NeutralText(lm, text).sequences]
+    return [LabelledText(tuple(seq), tuple(range(first, len(seq))), 0, "neutral")
+            for seq in NeutralText(lm, text).sequences]
 
 
 def read_mlp(lm: LoadedModel, examples: Sequence[LabelledText], layer: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,7 +37,8 @@ def load_user_csv(argument):
 
 def load_winogender(argument):
     if not argument:
-        raise DebiasKitError("data set winogender needs the WinoGender folder: --dataset winogender:DIR (holding occupations-stats.tsv)")
+        raise DebiasKitError("data set winogender needs the WinoGender folder: --dataset winogender:DIR "
+                             "(holding occupations-stats.tsv)")
     path = Path(argument) / "occupations-stats.tsv"
     try:
         rows = list(csv.DictReader(path.read_text(encoding="utf-8").splitlines(), delimiter="\t"))
@@ -63,7 +64,8 @@ def load_dev(argument):
 
     root = Path(argument) if argument else shared_data_dir()
     if root is None:
-        raise DebiasKitError("data set dev needs the shared data folder (holding winogender/ and debiaswe/): --dataset dev:DIR")
+        raise DebiasKitError("data set dev needs the shared data folder (holding winogender/ and debiaswe/): "
+                             "--dataset dev:DIR")
     winogender = load_winogender(str(root / "winogender")).occupations
     scored_heads = {job.name.split()[-1] for job in load_occupations40(None).occupations}
     jobs = [job for job in winogender if job.name.split()[-1] not in scored_heads]
@@ -73,12 +75,16 @@ def load_dev(argument):
     except (OSError, ValueError) as error:
         raise DebiasKitError(f"cannot read {path}: {error}") from None
     taken = scored_heads | {job.name.split()[-1] for job in winogender}
-    candidates = [(name.replace("_", " "), float(s)) for name, f, s in professions if abs(float(f)) <= 0.3 and abs(float(s)) >= 0.7]
-    candidates = [(name, s) for name, s in candidates if name.split()[-1] not in taken and name not in NOT_AN_OCCUPATION]
+    candidates = [(name.replace("_", " "), float(s)) for name, f, s in professions
+                  if abs(float(f)) <= 0.3 and abs(float(s)) >= 0.7]
+    candidates = [(name, s) for name, s in candidates
+                  if name.split()[-1] not in taken and name not in NOT_AN_OCCUPATION]
     female = [name for name, s in candidates if s < 0][:DEV_PER_SIDE]
     male = [name for name, s in sorted(candidates, key=lambda c: -c[1]) if s > 0][:DEV_PER_SIDE]
-    jobs += [Occupation(name, "female", math.nan) for name in female] + [Occupation(name, "male", math.nan) for name in male]
-    return OccupationSet("dev", "WinoGender occupations and Bolukbasi et al. professions disjoint from occupations40", tuple(jobs))
+    jobs += ([Occupation(name, "female", math.nan) for name in female]
+             + [Occupation(name, "male", math.nan) for name in male])
+    return OccupationSet("dev", "WinoGender occupations and Bolukbasi et al. professions disjoint from occupations40",
+                         tuple(jobs))
 
 
 def _refuse_argument(name, argument):
@@ -88,10 +94,13 @@ def _refuse_argument(name, argument):
 
 @hookimpl
 def register_datasets(register):
-    register(DatasetSpec("occupations40", "the 40 jobs of the SAE-ablation study, 20 per group, with percent women", load_occupations40))
+    register(DatasetSpec("occupations40", "the 40 jobs of the SAE-ablation study, 20 per group, with percent women",
+                         load_occupations40))
     register(DatasetSpec("csv", "your own CSV (csv:PATH) with columns occupation,group,pct_women", load_user_csv))
-    register(DatasetSpec("winogender", "the 60 WinoGender occupations (winogender:DIR), grouped at 50% women", load_winogender))
-    register(DatasetSpec("dev", "jobs disjoint from occupations40 to choose settings on (dev or dev:SHARED_DATA_DIR)", load_dev))
+    register(DatasetSpec("winogender", "the 60 WinoGender occupations (winogender:DIR), grouped at 50% women",
+                         load_winogender))
+    register(DatasetSpec("dev", "jobs disjoint from occupations40 to choose settings on (dev or dev:SHARED_DATA_DIR)",
+                         load_dev))
 
 
 @hookimpl

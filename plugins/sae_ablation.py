@@ -14,7 +14,7 @@ the chosen latents by `factor`, the edited activation is
 
 `sae-splice` is the second line with nothing scaled: the reconstruction cost on its own.
 
-Which latents: `debiaskit.sae_latents` (contrast, seed or topk selection).
+Which latents: `debiaskit.sae.latents` (contrast, seed or topk selection).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ import click
 import torch
 
 from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Option, hooked, hookimpl
-from debiaskit.command_options import model_options
-from debiaskit.sae_latents import EMBEDDED, SAE_OPTION, SELECTION_OPTIONS, SELECTIONS, SAEMethod, top_tokens
-from debiaskit.sae_source import load_sae
-from debiaskit.sae_training import ARCHITECTURES
+from debiaskit.commands.support import data_options, host_of, load_data, model_options, usage_errors
+from debiaskit.sae.latents import EMBEDDED, SAE_OPTION, SELECTION_OPTIONS, SELECTIONS, SAEMethod, top_tokens
+from debiaskit.sae.source import load_sae
+from debiaskit.sae.training import ARCHITECTURES
 
 POSITIONS = ("all", "last")
 
@@ -49,16 +49,13 @@ class SAELatentAblation(SAEMethod):
     description = "SAE latent ablation (seed 000): scale the SAE latents that carry gender by a factor"
     options = (
         *SELECTION_OPTIONS,
-        Option("factor", float, 0.3, "multiply the chosen latents by this (seed: 0.3; 0 = zero ablation; 1 = no change)"),
+        Option("factor", float, 0.3, "multiply the chosen latents by this (seed: 0.3; 0 = zero ablation; "
+                                     "1 = no change)",
+               minimum=0),
         Option("positions", str, "all", "edit every editable position, or only the last", choices=POSITIONS),
         Option("error_term", bool, True, "keep the SAE's reconstruction error (false: the seed's full splice)"),
     )
     strength_knob = "factor"
-
-    def __init__(self, **given: Any) -> None:
-        super().__init__(**given)
-        if self.settings["factor"] < 0:
-            raise DebiasKitError(f"option sae-ablation.factor got {self.settings['factor']}; it takes a number >= 0.0")
 
     def fit(self, context: FitContext) -> None:
         self.select_latents(context)
@@ -136,10 +133,12 @@ def sae_group() -> None:
 
 @sae_group.command("train")
 @click.argument("corpus", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write the SAE to.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write the SAE to.")
 @model_options
 @click.option("--hook", "hook_name", default="blocks.8.hook_resid_post", show_default=True, help="Hook point to read.")
-@click.option("--width", "d_sae", type=click.IntRange(min=1), default=4608, show_default=True, help="Number of latents.")
+@click.option("--width", "d_sae", type=click.IntRange(min=1), default=4608, show_default=True,
+              help="Number of latents.")
 @click.option("--k", type=click.IntRange(min=1), default=32, show_default=True,
               help="Active latents per token (topk, batchtopk).")
 @click.option("--architecture", type=click.Choice(ARCHITECTURES), default="topk", show_default=True,
@@ -156,18 +155,16 @@ def train_command(corpus: Path, out: Path, model: str, device: str, dtype: str, 
                   seed: int) -> None:
     """Train an SAE on the *.txt files under CORPUS (Gutenberg boilerplate stripped) and write it with card.json."""
     from debiaskit.model import load_model
-    from debiaskit.sae_training import TrainingSettings, train_sae
+    from debiaskit.sae.training import TrainingSettings, train_sae
 
-    try:
+    with usage_errors():
         if out.exists() and any(out.iterdir()):
             raise DebiasKitError(f"--out {out} is not empty; pass a new folder")
         settings = TrainingSettings(hook_name=hook_name, d_sae=d_sae, k=k, architecture=architecture,
-                                    sparsity_coefficient=sparsity_coefficient, training_tokens=training_tokens, seed=seed,
-                                    lr=lr, batch_tokens=batch_tokens)  # trains on the model's device
+                                    sparsity_coefficient=sparsity_coefficient, training_tokens=training_tokens,
+                                    seed=seed, lr=lr, batch_tokens=batch_tokens)  # trains on the model's device
         lm = load_model(model, device=device, dtype=dtype)
         card = train_sae(lm, corpus, out, settings, command=shlex.join(["debiaskit", *sys.argv[1:]]))
-    except DebiasKitError as error:
-        raise click.UsageError(str(error)) from None
     quality = card["quality"]
     click.echo(f"{out}: {card['tokens_seen']} tokens seen; explained variance {quality['explained_variance']:.3f}, "
                f"mean L0 {quality['mean_l0']:.1f}, dead latents {quality['dead_latent_fraction']:.1%}, "
@@ -180,32 +177,26 @@ def train_command(corpus: Path, out: Path, model: str, device: str, dtype: str, 
 @click.option("--selection", type=click.Choice(SELECTIONS), default="contrast", show_default=True)
 @click.option("-n", "--n-latents", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--threshold", type=float, default=0.2, show_default=True)
-@click.option("--dataset", default="occupations40", show_default=True, help="Jobs for seed/topk selection (all of them).")
-@click.option("--templates", "template_family", default="pronoun", show_default=True)
+@data_options(dataset_help="Jobs for seed/topk selection (all of them).")
 @click.pass_context
 def latents_command(context: click.Context, source: str, model: str, device: str, dtype: str, selection: str,
                     n_latents: int, threshold: float, dataset: str, template_family: str) -> None:
     """Print the latents sae-ablation would choose, with their difference, counts and top-activating tokens
     (seed and topk selection are fitted on all jobs of --dataset here)."""
     from debiaskit.model import load_model
-    from debiaskit.plugin_host import load_plugins
 
-    try:
+    with usage_errors():
         method = SAELatentAblation(sae=source, selection=selection, n_latents=n_latents, threshold=threshold)
-        host = load_plugins(context.find_root().params.get("plugins_dir"))
-        name, _, argument = dataset.partition(":")
-        jobs = host.datasets.get("data set", name).load(argument or None).occupations
-        family = host.templates.get("template family", template_family)
+        occupations, family = load_data(host_of(context), dataset, template_family)
         lm = load_model(model, device=device, dtype=dtype)
-        method.fit(FitContext(lm, jobs, family, seed=0))
-    except DebiasKitError as error:
-        raise click.UsageError(str(error)) from None
+        method.fit(FitContext(lm, occupations.occupations, family, seed=0))
     loaded, stats = method.require_loaded(), method.stats
     assert stats is not None
     tops = top_tokens(lm, loaded, method.latents)
     click.echo("latent\tdifference\tmale_mean\tfemale_mean\tmale_count\tfemale_count\ttop tokens")
     for latent in method.latents:
-        tokens = " | ".join(f"{context_text}[{token}] {value:.2f}" for context_text, token, value in tops.get(str(latent), []))
+        tokens = " | ".join(f"{context_text}[{token}] {value:.2f}"
+                            for context_text, token, value in tops.get(str(latent), []))
         click.echo(f"{latent}\t{float(stats.difference[latent]):+.3f}\t{float(stats.male_mean[latent]):.3f}\t"
                    f"{float(stats.female_mean[latent]):.3f}\t{int(stats.male_count[latent])}/{stats.n_male}\t"
                    f"{int(stats.female_count[latent])}/{stats.n_female}\t{tokens}")
@@ -220,14 +211,13 @@ def inspect_command(latent_ids: tuple[int, ...], source: str, model: str, device
     top_tokens.json, else the shipped neutral text)."""
     from debiaskit.model import load_model
 
-    try:
+    with usage_errors():
         lm = load_model(model, device=device, dtype=dtype)
         loaded = load_sae(source, lm)
         bad = [latent for latent in latent_ids if not 0 <= latent < loaded.sae.cfg.d_sae]
         if bad:
-            raise DebiasKitError(f"latent {bad[0]} does not exist; {loaded.source} has latents 0 to {loaded.sae.cfg.d_sae - 1}")
-    except DebiasKitError as error:
-        raise click.UsageError(str(error)) from None
+            raise DebiasKitError(f"latent {bad[0]} does not exist; {loaded.source} has latents "
+                                 f"0 to {loaded.sae.cfg.d_sae - 1}")
     tops = top_tokens(lm, loaded, latent_ids)
     for latent in latent_ids:
         rows = tops.get(str(latent), [])

@@ -5,7 +5,7 @@ add coeff x a latent's decoder direction W_dec[latent] to the residual stream at
 editable position, and print generations with and without it (same seed, so the two differ only by the steering).
 
 `sae-steer` turns that into a debiasing method comparable with `sae-ablation`: it takes the latents
-`debiaskit.sae_latents` chooses (the selection options and statistics sae-ablation uses) and, instead of scaling
+`debiaskit.sae.latents` chooses (the selection options and statistics sae-ablation uses) and, instead of scaling
 them by a factor, steers each chosen latent i toward its cross-group mean t_i = (male_mean_i + female_mean_i) / 2
 (the means of the group activations the selection measured). With z = encode(x) and strength s:
 
@@ -26,9 +26,9 @@ import click
 import torch
 
 from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Option, hooked, hookimpl
-from debiaskit.command_options import model_options
-from debiaskit.sae_latents import EMBEDDED, SAE_OPTION, SELECTION_OPTIONS, SAEMethod
-from debiaskit.sae_source import load_sae
+from debiaskit.commands.support import model_options, usage_errors
+from debiaskit.sae.latents import EMBEDDED, SAE_OPTION, SELECTION_OPTIONS, SAEMethod
+from debiaskit.sae.source import load_sae
 
 MODES = ("mean", "clamp")
 
@@ -39,14 +39,13 @@ class SAELatentSteering(SAEMethod):
     options = (
         *SELECTION_OPTIONS,
         Option("mode", str, "mean", "mean: steer where the latent is active; clamp: at every position", choices=MODES),
-        Option("strength", float, 1.0, "share of the way to the cross-group mean (0 = no change, 1 = all the way)"),
+        Option("strength", float, 1.0, "share of the way to the cross-group mean (0 = no change, 1 = all the way)",
+               minimum=0, maximum=1),
     )
     strength_knob = "strength"
 
     def __init__(self, **given: Any) -> None:
         super().__init__(**given)
-        if not 0.0 <= self.settings["strength"] <= 1.0:
-            raise DebiasKitError(f"option sae-steer.strength got {self.settings['strength']}; it takes a number from 0 to 1")
         self.targets = torch.empty(0)
 
     def fit(self, context: FitContext) -> None:
@@ -99,7 +98,8 @@ def add_direction_hook(lm: LoadedModel, direction: torch.Tensor, coeff: float):
 
 @click.command("steer")
 @click.option("--latent", type=int, required=True, help="SAE latent whose decoder direction is added.")
-@click.option("--coeff", type=float, required=True, help="Multiplier of the decoder direction (the course project used 300 for gpt2-small).")
+@click.option("--coeff", type=float, required=True,
+              help="Multiplier of the decoder direction (the course project used 300 for gpt2-small).")
 @click.option("--prompt", required=True, help="Text to continue.")
 @click.option("--sae", "source", default=EMBEDDED, show_default=True, help=SAE_OPTION.help)
 @model_options
@@ -115,17 +115,16 @@ def steer_command(latent: int, coeff: float, prompt: str, source: str, model: st
     from debiaskit.model import load_model
 
     sampling = dict(n_samples=n_samples, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
-    try:
+    with usage_errors():
         lm = load_model(model, device=device, dtype=dtype)
         loaded = load_sae(source, lm)
         if not 0 <= latent < loaded.sae.cfg.d_sae:
-            raise DebiasKitError(f"latent {latent} does not exist; {loaded.source} has latents 0 to {loaded.sae.cfg.d_sae - 1}")
+            raise DebiasKitError(f"latent {latent} does not exist; {loaded.source} has latents "
+                                 f"0 to {loaded.sae.cfg.d_sae - 1}")
         direction = loaded.sae.W_dec[latent].detach().float()
         with hooked(lm, [(loaded.hook_name, add_direction_hook(lm, direction, coeff))]):
             steered = sample_continuations(lm, [prompt], **sampling)[0]
         plain = sample_continuations(lm, [prompt], **sampling)[0]
-    except DebiasKitError as error:
-        raise click.UsageError(str(error)) from None
     click.echo(f"prompt: {prompt}")
     click.echo(f"latent {latent} of {loaded.source} at {loaded.hook_name}, coeff {coeff} "
                f"(decoder norm {float(direction.norm()):.3f})")

@@ -9,12 +9,13 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_sae_ablation import save_tiny_sae
 
 from debiaskit import DebiasKitError
-from debiaskit.cli import _plan_methods, cli
+from debiaskit.cli import cli
+from debiaskit.commands.support import plan_methods
 from debiaskit.data import read_occupations_csv
 from debiaskit.plugin_host import load_plugins
-from test_sae_ablation import save_tiny_sae
 
 HEADER = "occupation,group,pct_women\n"
 JOBS = HEADER + "nurse,female,91.3\nsecretary,female,93\nplumber,male,2.3\nmechanic,male,1.8\n"
@@ -41,7 +42,8 @@ def assert_bad_input(result, *fragments):
 @pytest.mark.parametrize(
     "rows, fragments",
     [
-        ("occupation,group\nnurse,female\n", [":1: missing column 'pct_women'", "expected columns occupation, group, pct_women"]),
+        ("occupation,group\nnurse,female\n",
+         [":1: missing column 'pct_women'", "expected columns occupation, group, pct_women"]),
         (JOBS + ",male,3\n", [":6: empty occupation name"]),
         (JOBS + "welder,male,lots\n", [":6: pct_women 'lots' for 'welder' is not a number; expected 0 to 100"]),
         (JOBS + "welder,male,120\n", [":6: pct_women '120' for 'welder' is outside 0 to 100"]),
@@ -56,18 +58,37 @@ def test_bad_data_file_names_file_and_line(tmp_path, rows, fragments):
 @pytest.mark.parametrize(
     "args, fragments",
     [
-        (["-o", "logit-rebalance.strength=lots", "-m", "logit-rebalance"], ["option logit-rebalance.strength got 'lots'; it takes float"]),
+        (["-o", "logit-rebalance.strength=lots", "-m", "logit-rebalance"],
+         ["option logit-rebalance.strength got 'lots'; it takes float"]),
         (["-o", "leace.layers=one", "-m", "leace"], ["option leace.layers got 'one'; it takes int,int,..."]),
         (["-o", "sae-ablation.selection=best", "-m", "sae-ablation"], ["accepted: contrast, seed, topk"]),
         (["-o", "leace.colour=red", "-m", "leace"], ["unknown option leace.colour; leace accepts: layers, concept"]),
-        (["-m", "leace", "-o", "none.x=1"], ["unknown option none.x; none accepts: (none: this method takes no options)"]),
+        (["-m", "leace", "-o", "none.x=1"],
+         ["unknown option none.x; none accepts: (none: this method takes no options)"]),
         (["--dataset", "csv"], ["data set csv needs a file: --dataset csv:PATH"]),
         (["--folds", "30"], ["--folds 30: accepted 2 to 20"]),
     ],
 )
 def test_bad_options_exit_2_before_the_model_loads(args, fragments, monkeypatch):
-    monkeypatch.setattr("debiaskit.cli.load_model", lambda *a, **k: pytest.fail("the model loaded before the check"))
+    monkeypatch.setattr("debiaskit.commands.compare.load_model",
+                        lambda *a, **k: pytest.fail("the model loaded before the check"))
     assert_bad_input(invoke("compare", "--device", "cpu", *args), *fragments)
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["-m", "leace", "--knob", "blend=0.5", "--folds", "1", "-o", "leace.concept=occupations"],
+         "--folds 1: accepted 2 to 20"),
+        (["-m", "sae-ablation", "--knob", "factor=-1"], "option sae-ablation.factor got -1.0; it takes a number >= 0"),
+        (["-m", "leace", "--knob", "nosuch=1"], "nosuch"),
+        (["-m", "none", "--knob", "x=1"], "nothing to sweep"),
+    ],
+)
+def test_bad_sweep_settings_exit_2_before_the_model_loads(args, fragment, monkeypatch):
+    monkeypatch.setattr("debiaskit.commands.sweep.load_model",
+                        lambda *a, **k: pytest.fail("the model loaded before the check"))
+    assert_bad_input(invoke("sweep", "--device", "cpu", *args), fragment)
 
 
 def test_output_directory_that_is_a_file(tmp_path):
@@ -167,13 +188,14 @@ def test_option_parsing_of_real_methods_raises_only_the_project_error(host, data
         separator = data.draw(st.sampled_from(["=", "", "=="]))
         assignments.append(f"{method}.{key}{separator}{value}")
     try:
-        for name, method_class, given_options in _plan_methods(host, tuple(methods), tuple(assignments)):
+        for _name, method_class, given_options in plan_methods(host, tuple(methods), tuple(assignments)):
             method_class(**given_options)
     except DebiasKitError:
         pass
 
 
-FIELD = st.sampled_from(["female", "male", "12.5", "1e3", "nan", "-4", "100", ""]) | st.text(alphabet='abc ,"\n\r\t-.%é0', max_size=8)
+FIELD = (st.sampled_from(["female", "male", "12.5", "1e3", "nan", "-4", "100", ""])
+         | st.text(alphabet='abc ,"\n\r\t-.%é0', max_size=8))
 
 
 @settings(max_examples=150, deadline=None)
@@ -192,7 +214,7 @@ def test_ctrl_c_without_out_says_nothing_was_saved(tiny_llama_dir, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("debiaskit.cli.run_comparison", interrupted)
+    monkeypatch.setattr("debiaskit.commands.compare.run_comparison", interrupted)
     result = invoke("compare", "--model", tiny_llama_dir, "--device", "cpu", "-m", "none")
     assert result.exit_code == 130
     assert "interrupted; nothing was saved (no --out). Run with --out DIR" in result.stderr
@@ -206,5 +228,7 @@ def test_plugin_problems_on_the_command_line(tmp_path):
     result = invoke("--plugins-dir", broken, "datasets")
     assert result.exit_code == 0 and "odd: a target word" in result.stdout  # the other file still loaded
     assert f"plugin failed to load: {broken / 'a_broken.py'}: ModuleNotFoundError" in result.stderr
-    (typo / "typo.py").write_text("from debiaskit import hookimpl\n@hookimpl\ndef register_method(register):\n    pass\n")
-    assert_bad_input(invoke("--plugins-dir", typo, "methods"), "register_method", "debiaskit's hooks are register_commands")
+    (typo / "typo.py").write_text("from debiaskit import hookimpl\n@hookimpl\ndef register_method(register):\n"
+                                  "    pass\n")
+    assert_bad_input(invoke("--plugins-dir", typo, "methods"), "register_method",
+                     "debiaskit's hooks are register_commands")

@@ -4,7 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from debiaskit.bootstrap import Resamples, draw_resamples, paired_intervals, percentile_interval, resampled_gaps, share_matrix
+from debiaskit.bootstrap import (
+    Resamples,
+    draw_resamples,
+    paired_intervals,
+    percentile_interval,
+    resampled_gaps,
+    share_matrix,
+)
 from debiaskit.errors import DebiasKitError
 from debiaskit.metrics import bias_summary
 

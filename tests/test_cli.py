@@ -25,7 +25,8 @@ def invoke(*args):
 def json_run(tiny_llama_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     result = invoke("--plugins-dir", EXAMPLES, "compare", "--model", str(tiny_llama_dir), "--device", "cpu",
-                    "-m", "pronoun-projection", "-o", "pronoun-projection.layer=1", "--format", "json", "--out", str(out))
+                    "-m", "pronoun-projection", "-o", "pronoun-projection.layer=1", "--format", "json",
+                    "--out", str(out))
     return result, out
 
 

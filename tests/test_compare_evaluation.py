@@ -47,7 +47,8 @@ def test_heldout_templates_seed_spread_and_intervals(tiny_lm):
     assert row["status"] == "ok", row.get("error")
     scored = comparer.comparison.heldout_templates
     assert len(scored) == 2 and set(comparer.prompts["template"]) == set(scored)
-    assert all(len(fitted) == 15 and not set(fitted) & {family.templates[i] for i in scored} for fitted in SeededShe.fitted_on)
+    assert all(len(fitted) == 15 and not set(fitted) & {family.templates[i] for i in scored}
+               for fitted in SeededShe.fitted_on)
     assert len(SeededShe.fitted_on) == 3  # seeds 0, 1, 2
     assert row["seeds"] == "0,1,2" and row["kl_sd"] > 0 and row["stereotype_gap_sd"] > 0
     assert row["gap_ci_low"] <= row["stereotype_gap"] <= row["gap_ci_high"]
@@ -100,9 +101,10 @@ def test_professions_and_controls_are_scored_once_over_folds_and_fit_words_are_l
     host = load_plugins()
     jobs = host.datasets.get("data set", "occupations40").load(None)
     family = host.templates.get("template family", "pronoun")
-    professions = [Profession(name, f, s) for name, f, s in (("nurse", 0.0, -0.9), ("plumber", 0.0, 0.8), ("girl", -1.0, 0.0),
-                                                               ("boy", 1.0, 0.0), ("dancer", -0.1, -0.9), ("boxer", 0.1, 0.9),
-                                                               ("judge", 0.0, 0.7), ("nanny", -0.3, -0.7))]
+    professions = [Profession(name, f, s)
+                   for name, f, s in (("nurse", 0.0, -0.9), ("plumber", 0.0, 0.8), ("girl", -1.0, 0.0),
+                                      ("boy", 1.0, 0.0), ("dancer", -0.1, -0.9), ("boxer", 0.1, 0.9),
+                                      ("judge", 0.0, 0.7), ("nanny", -0.3, -0.7))]
     comparer = Comparer(tiny_lm, jobs, family, seed=0, n_folds=4, heldout_templates=2, professions=professions)
     comparer.run("none", host.methods.get("method", "none"), {})
     run = comparer.run("job-fitted-she", JobFittedShe, {})

@@ -3,8 +3,9 @@
 import pandas as pd
 import pytest
 
-from debiaskit.controls import build_control_prompts, definitional_acc, definitional_columns, definitional_nouns, shared_token_nouns
-from debiaskit.data import TemplateFamily, gendered_words
+from debiaskit.controls import build_control_prompts, definitional_acc, definitional_columns, shared_token_nouns
+from debiaskit.data import TemplateFamily
+from debiaskit.word_lists import definitional_nouns, gendered_words
 from tests.conftest import smollm2_tokenizer
 
 
@@ -55,7 +56,8 @@ def test_definitional_gap_and_a_retention_of_exactly_one_half():
     assert row["female_noun_share"] == pytest.approx(0.675) and row["male_noun_share"] == pytest.approx(0.325)
     assert row["definitional_acc"] == 1.0  # the binary accuracy cannot see the halving
     # every resample moves each noun halfway, so the paired retention is exactly one half on all of them
-    assert row["definitional_retained_ci_low"] == pytest.approx(0.5) and row["definitional_retained_ci_high"] == pytest.approx(0.5)
+    assert (row["definitional_retained_ci_low"] == pytest.approx(0.5)
+            and row["definitional_retained_ci_high"] == pytest.approx(0.5))
     assert row["definitional_gap_ci_low"] < 0.35 < row["definitional_gap_ci_high"]
 
 

@@ -23,7 +23,8 @@ def test_occupations40_matches_the_study():
 @pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data beside the checkout")
 def test_pronoun_templates_are_vig_2020():
     family = load_plugins().templates.get("template family", "pronoun")
-    shared = [line.strip().replace("{}", "{job}") for line in (SHARED / "causal_mediation" / "templates_vig2020.txt").open() if line.strip()]
+    shared = [line.strip().replace("{}", "{job}")
+              for line in (SHARED / "causal_mediation" / "templates_vig2020.txt").open() if line.strip()]
     assert list(family.templates) == shared
 
 

@@ -69,7 +69,8 @@ def test_pronoun_positions_and_baseline_on_the_tiny_model(tiny_lm):
             p_male.append(float(probs[list(targets.male_ids)].sum()))
             p_female.append(float(probs[list(targets.female_ids)].sum()))
     assert baseline.agreement_acc == definitional_acc(np.array(p_male), np.array(p_female), gendered.pronoun_genders)
-    assert baseline.agreement_share == pytest.approx(own_group_share(np.array(p_male), np.array(p_female), gendered.pronoun_genders))
+    assert baseline.agreement_share == pytest.approx(own_group_share(np.array(p_male), np.array(p_female),
+                                                                     gendered.pronoun_genders))
 
 
 def test_swapping_the_pronoun_groups_inverts_agreement_and_costs_kl(tiny_lm):

@@ -11,9 +11,10 @@ from click.testing import CliRunner
 from debiaskit import DebiasKitError, Intervention, Method, hooked
 from debiaskit.cli import cli
 from debiaskit.data import spread_templates
-from debiaskit.generation import read_gendered_word_lists, sample_continuations, sample_with_method
+from debiaskit.generation import sample_continuations, sample_with_method
 from debiaskit.metrics import count_gendered_words, female_word_share, generation_summary, group_disparity
 from debiaskit.plugin_host import load_plugins
+from debiaskit.word_lists import read_gendered_word_lists
 
 PROMPTS = ["The nurse said that", "The plumber went home because"]
 
@@ -81,7 +82,8 @@ def test_the_transform_decides_the_sampled_token_and_end_of_sequence_stops_a_row
     she = tiny_lm.tokenizer(" she", add_special_tokens=False)["input_ids"][0]
     prompt_length = len(tiny_lm.encode(PROMPTS[0]))
     always_she = scripted([she] * 3, prompt_length)
-    assert sample_continuations(tiny_lm, PROMPTS[:1], always_she, n_samples=2, max_new_tokens=3) == [[" she she she"] * 2]
+    assert (sample_continuations(tiny_lm, PROMPTS[:1], always_she, n_samples=2, max_new_tokens=3)
+            == [[" she she she"] * 2])
     she_she_end = scripted([she, she, tiny_lm.tokenizer.eos_token_id], prompt_length)
     assert sample_continuations(tiny_lm, PROMPTS[:1], she_she_end, n_samples=2, max_new_tokens=10) == [[" she she"] * 2]
 
@@ -137,5 +139,6 @@ def test_generation_eval_reports_shares_per_job_group_deterministically(tiny_lla
 
 
 def test_generation_eval_rejects_a_bad_option_before_loading_a_model():
-    result = invoke("generation-eval", "-m", "logit-rebalance", "-o", "logit-rebalance.strength=x", "--model", "nowhere")
+    result = invoke("generation-eval", "-m", "logit-rebalance", "-o", "logit-rebalance.strength=x",
+                    "--model", "nowhere")
     assert result.exit_code == 2 and "takes float" in result.output

@@ -6,11 +6,10 @@ from click.testing import CliRunner
 
 from debiaskit import DebiasKitError, FitContext, hooked
 from debiaskit.cli import cli
-from debiaskit.data import gendered_words
-from debiaskit.plugin_host import load_plugins
 from debiaskit.concepts import labelled_text
-from debiaskit.plugins.leace import (Activations, LeaceErasure, cross_validated_probe_accuracy,
-                                     probe_accuracy)
+from debiaskit.plugin_host import load_plugins
+from debiaskit.plugins.leace import Activations, LeaceErasure, cross_validated_probe_accuracy, probe_accuracy
+from debiaskit.word_lists import gendered_words
 
 
 def fit_context(lm, seed=0):

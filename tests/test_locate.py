@@ -1,4 +1,5 @@
-"""locate: the batched, layer-by-layer patching equals a plain patched forward; structural zeros; the command's files."""
+"""locate: the batched, layer-by-layer patching equals a plain patched forward; structural zeros; the command's
+files."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ JOBS = (Occupation("nurse", "female", 90.0), Occupation("kindergarten teacher", 
 def full_run_y(lm, tokens, sign, patch=None):
     """y = P(anti)/P(stereo) from a plain full forward, optionally with one activation overwritten."""
     he, she = pronoun_ids(lm)
-    hooks = [] if patch is None else [(patch[0], lambda act, hook: act.index_put((torch.tensor([0]), torch.tensor([patch[1]])),
+    hooks = [] if patch is None else [(patch[0], lambda act, hook: act.index_put((torch.tensor([0]),
+                                                                                   torch.tensor([patch[1]])),
                                                                                   patch[2]))]
     with torch.no_grad():
         logits = lm.model.run_with_hooks(torch.tensor([tokens]), fwd_hooks=hooks)[0, -1].double()
@@ -39,7 +41,8 @@ def test_batched_patching_matches_a_plain_patched_run(tiny_lm, tiny_llama_dir, g
     for i in (1, 6):  # a two-token job (female) and a single-token male job, different templates
         prompt = prompts[i]
         y_null = full_run_y(tiny_lm, prompt.tokens, prompt.sign)
-        assert total[i] == pytest.approx(full_run_y(tiny_lm, prompt.gendered_tokens, prompt.sign) / y_null - 1, rel=1e-4)
+        assert total[i] == pytest.approx(full_run_y(tiny_lm, prompt.gendered_tokens, prompt.sign) / y_null - 1,
+                                         rel=1e-4)
         _, cache = tiny_lm.model.run_with_cache(torch.tensor([prompt.gendered_tokens]))
         for site, (component, position) in enumerate(SITES):
             name = f"blocks.0.hook_{component}"
@@ -69,8 +72,8 @@ def test_locate_command_writes_table_heatmap_and_summary(tiny_llama_dir, tmp_pat
     from debiaskit.cli import cli
 
     out = tmp_path / "locate"
-    result = CliRunner().invoke(cli, ["locate", "--model", str(tiny_llama_dir), "--device", "cpu", "--templates-per-job", "1",
-                                      "--out", str(out), "--top", "3"])
+    result = CliRunner().invoke(cli, ["locate", "--model", str(tiny_llama_dir), "--device", "cpu",
+                                      "--templates-per-job", "1", "--out", str(out), "--top", "3"])
     assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} == {"locate.csv", "locate.png", "locate.json"}
     assert len(result.stdout.strip().splitlines()) == 3 + 3  # summary, paths, header, three sites

@@ -9,7 +9,6 @@ import torch
 
 from debiaskit import DebiasKitError, FitContext
 from debiaskit.evaluator import build_prompts, score_prompts
-from debiaskit.generation import read_gendered_word_lists
 from debiaskit.metrics import bias_summary
 from debiaskit.plugin_host import load_plugins
 from debiaskit.plugins.logit_rebalance import (
@@ -20,6 +19,7 @@ from debiaskit.plugins.logit_rebalance import (
     rebalance,
 )
 from debiaskit.targets import target_tokens
+from debiaskit.word_lists import read_gendered_word_lists
 
 FEMALE, MALE = torch.tensor([0, 1]), torch.tensor([2, 3])  # tokens 4 and 5 are not gendered
 # F = 0.2, M = 0.5, T = 0.7; the +3 shows only ratios matter (Z cancels)
@@ -53,7 +53,8 @@ def test_total_gendered_mass_and_every_other_token_are_preserved(strength):
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(4, 7, 6, generator=generator) * 4  # float32, as the model gives them
     before = torch.softmax(logits.double(), -1)
-    after = torch.softmax(rebalance(logits, FEMALE, MALE, strength, torch.full((4, 7), 0.5, dtype=torch.float64)).double(), -1)
+    after = torch.softmax(rebalance(logits, FEMALE, MALE, strength,
+                                    torch.full((4, 7), 0.5, dtype=torch.float64)).double(), -1)
     assert torch.allclose(after[..., 4:], before[..., 4:], atol=1e-6)
     assert torch.allclose(after[..., :4].sum(-1), before[..., :4].sum(-1), atol=1e-6)
     if strength == 1.0:
@@ -63,9 +64,11 @@ def test_total_gendered_mass_and_every_other_token_are_preserved(strength):
 def test_tiny_probabilities_are_balanced_without_overflow():
     # male tokens at e^-300 relative: beyond float32's range once exponentiated; log-space keeps it exact
     logits = torch.tensor([[[0.0, 0.0, -300.0, -250.0, 5.0, 3.0]]])
-    log_probs = torch.log_softmax(rebalance(logits, FEMALE, MALE, 1.0, torch.full((1, 1), 0.5, dtype=torch.float64)).double(), -1)[0, 0]
+    log_probs = torch.log_softmax(rebalance(logits, FEMALE, MALE, 1.0,
+                                            torch.full((1, 1), 0.5, dtype=torch.float64)).double(), -1)[0, 0]
     assert torch.isfinite(log_probs).all()
-    assert torch.logsumexp(log_probs[:2], 0).item() == pytest.approx(torch.logsumexp(log_probs[2:4], 0).item(), abs=1e-6)
+    assert torch.logsumexp(log_probs[:2], 0).item() == pytest.approx(torch.logsumexp(log_probs[2:4], 0).item(),
+                                                                     abs=1e-6)
     assert log_probs[4:].tolist() == pytest.approx(torch.log_softmax(logits.double(), -1)[0, 0, 4:].tolist(), abs=1e-6)
 
 
@@ -122,7 +125,8 @@ def test_with_only_the_target_words_every_prompt_is_exactly_balanced(tiny_lm, tm
     family = pronoun_family()
     method = LogitRebalance(words=write_words(tmp_path, ["she", "her", "hers"], ["he", "him", "his"]))
     targets = target_tokens(tiny_lm.tokenizer, family)
-    prompts = list(build_prompts([load_plugins().datasets.get("data set", "occupations40").load(None).occupations[0]], family)["prompt"])
+    prompts = list(build_prompts([load_plugins().datasets.get("data set", "occupations40").load(None).occupations[0]],
+                                 family)["prompt"])
     p_male_before, p_female_before = score_prompts(tiny_lm, prompts, targets, None)
     with method.apply(tiny_lm) as intervention:
         p_male, p_female = score_prompts(tiny_lm, prompts, targets, intervention.logits_transform)

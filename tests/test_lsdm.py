@@ -19,7 +19,8 @@ def test_solver_scalar_case_by_hand():
     # J(D) = ((D-2)^2 + (2D-4)^2)/2 + D^2 = 2.5 (D-2)^2 + D^2, J'(D) = 5(D-2) + 2D = 0  =>  D = 10/7
     edit = solve_edit(torch.tensor([[1.0], [2.0]]), torch.tensor([[2.0], [4.0]]), torch.tensor([[1.0]]), 1.0, ridge=0.0)
     assert edit.item() == pytest.approx(10 / 7, rel=1e-12)
-    no_preserve = solve_edit(torch.tensor([[1.0], [2.0]]), torch.tensor([[2.0], [4.0]]), torch.tensor([[1.0]]), 0.0, ridge=0.0)
+    no_preserve = solve_edit(torch.tensor([[1.0], [2.0]]), torch.tensor([[2.0], [4.0]]), torch.tensor([[1.0]]), 0.0,
+                             ridge=0.0)
     assert no_preserve.item() == pytest.approx(2.0, rel=1e-12)
 
 
@@ -40,11 +41,14 @@ def test_anchor_constraint_zeroes_the_anchor_output_and_is_the_constrained_minim
     assert (anchor.double() @ edit).abs().max() < 1e-10
 
     def objective(d):
-        return ((keys.double() @ d - wanted.double()) ** 2).sum() / 20 + 0.5 * ((neutral.double() @ d) ** 2).sum() / 30 \
-            + 1e-6 * torch.trace(keys.double().T @ keys.double() / 20 + 0.5 * neutral.double().T @ neutral.double() / 30) / 6 * (d ** 2).sum()
+        return ((keys.double() @ d - wanted.double()) ** 2).sum() / 20 \
+            + 0.5 * ((neutral.double() @ d) ** 2).sum() / 30 \
+            + 1e-6 * torch.trace(keys.double().T @ keys.double() / 20
+                                 + 0.5 * neutral.double().T @ neutral.double() / 30) / 6 * (d ** 2).sum()
 
     # any other edit that keeps the anchor fixed costs more
-    projector = torch.eye(6, dtype=torch.float64) - torch.outer(anchor.double(), anchor.double()) / anchor.double().norm() ** 2
+    projector = (torch.eye(6, dtype=torch.float64)
+                 - torch.outer(anchor.double(), anchor.double()) / anchor.double().norm() ** 2)
     for _ in range(5):
         other = edit + 1e-3 * projector @ torch.randn(6, 3, generator=generator, dtype=torch.float64)
         assert objective(other) > objective(edit)

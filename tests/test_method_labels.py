@@ -29,7 +29,9 @@ def test_labels_are_checked_before_the_model_loads():
     assert result.exit_code == 2 and "no-such-method" in result.stderr
     result = invoke("compare", "--model", "no-such-model", "-m", "pronoun-projection@")
     assert result.exit_code == 2 and "empty label" in result.stderr
-    result = invoke("compare", "--model", "no-such-model", "-m", "pronoun-projection@a", "-o", "pronoun-projection@b.layer=1")
+    result = invoke("compare", "--model", "no-such-model", "-m", "pronoun-projection@a",
+                    "-o", "pronoun-projection@b.layer=1")
     assert result.exit_code == 2 and "'pronoun-projection@b', which is not among the methods" in result.stderr
-    result = invoke("compare", "--model", "no-such-model", "-m", "pronoun-projection@a", "-o", "pronoun-projection@a.depth=1")
+    result = invoke("compare", "--model", "no-such-model", "-m", "pronoun-projection@a",
+                    "-o", "pronoun-projection@a.depth=1")
     assert result.exit_code == 2 and "unknown option pronoun-projection@a.depth" in result.stderr

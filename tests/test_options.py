@@ -60,3 +60,57 @@ def test_every_listed_default_reads_back_as_itself():
     for name, method_class in host.methods.things.items():
         for option in method_class.options:
             assert option.coerce(option.as_typed(option.default), name) == option.default, (name, option.name)
+
+
+@given(st.integers(-50, 50), st.integers(0, 50), st.floats(-200, 200, allow_nan=False), st.booleans())
+def test_bounds_accept_what_is_inside_and_name_the_range_otherwise(low, width, value, one_sided):
+    high = None if one_sided else low + width
+    option = Option("x", float, float(low), "bounded", minimum=low, maximum=high)
+    accepted = f">= {low}" if one_sided else f"from {low} to {high}"
+    if low <= value and (high is None or value <= high):
+        assert option.coerce(str(value), "m") == value
+    else:
+        with pytest.raises(DebiasKitError) as raised:
+            option.coerce(str(value), "m")
+        assert str(raised.value) == f"option m.x got {value}; it takes a number {accepted}"
+
+
+@given(st.integers(-5, 5), st.lists(st.integers(-10, 10), min_size=1, max_size=4))
+def test_a_tuple_bound_holds_for_each_item(low, items):
+    option = Option("layers", tuple, (), "bounded", minimum=low)
+    if all(item >= low for item in items):
+        assert option.coerce(",".join(map(str, items)), "m") == tuple(items)
+    else:
+        with pytest.raises(DebiasKitError, match=f"option m.layers has {next(i for i in items if i < low)}; "
+                                                 f"it takes integers >= {low}$"):
+            option.coerce(items, "m")
+
+
+@pytest.mark.parametrize(
+    "option, shown",
+    [
+        (Option("blend", float, 1.0, "h", minimum=0, maximum=1), "float 0..1"),
+        (Option("n", int, 1, "h", minimum=1), "int >= 1"),
+        (Option("scale", float, 0.5, "h", maximum=2.5), "float <= 2.5"),
+        (Option("layers", tuple, (0,), "h", minimum=0, maximum=23), "int,int,... each 0..23"),
+        (Option("n", int, 1, "h"), "int"),
+    ],
+)
+def test_describe_type_shows_the_bounds(option, shown):
+    assert option.describe_type() == shown
+
+
+def test_bounds_need_a_number_type_and_an_order():
+    with pytest.raises(DebiasKitError, match="bounds apply to int, float and tuple"):
+        Option("name", str, "", "h", minimum=0)
+    with pytest.raises(DebiasKitError, match="minimum 2 above maximum 1"):
+        Option("n", int, 1, "h", minimum=2, maximum=1)
+
+
+def test_a_plugins_declared_bound_is_enforced_through_resolve_settings():
+    leace = load_plugins().methods.things["leace"]
+    blend = next(option for option in leace.options if option.name == "blend")
+    assert blend.describe_type() == "float 0..1"
+    assert resolve_settings("leace", leace.options, {"blend": "0.5"})["blend"] == 0.5
+    with pytest.raises(DebiasKitError, match=r"^option leace\.blend got 1\.5; it takes a number from 0 to 1$"):
+        resolve_settings("leace", leace.options, {"blend": "1.5"})

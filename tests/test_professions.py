@@ -31,7 +31,8 @@ def test_retention_of_exactly_half_and_its_interval():
     assert row["stereotype_retained"] == pytest.approx(0.5) and row["factual_retained"] == pytest.approx(1.0)
     assert row["professions_scored"] == 6
     # noise-free lines: every resample that can be fitted gives the same coefficients
-    assert row["stereotype_retained_ci_low"] == pytest.approx(0.5) and row["stereotype_retained_ci_high"] == pytest.approx(0.5)
+    assert (row["stereotype_retained_ci_low"] == pytest.approx(0.5)
+            and row["stereotype_retained_ci_high"] == pytest.approx(0.5))
 
 
 def test_retention_is_read_on_the_professions_the_method_was_scored_on():
@@ -51,10 +52,12 @@ def test_profession_scores_average_p_male_minus_p_female_over_templates():
 
 def test_loading_reads_spaces_and_refuses_bad_entries(tmp_path):
     good = tmp_path / "p.json"
-    good.write_text(json.dumps([["adjunct_professor", 0, 0.5], ["actress", -1, 0], ["nurse", 0, -0.9], ["pilot", 0, 0.8]]))
+    good.write_text(json.dumps([["adjunct_professor", 0, 0.5], ["actress", -1, 0], ["nurse", 0, -0.9],
+                                ["pilot", 0, 0.8]]))
     professions = load_professions(good)
     assert professions[0].name == "adjunct professor" and professions[1].definitional == -1.0
-    for text, message in (("[1, 2", "cannot read"), ('[["a", 0, 2], ["b", 0, 0], ["c", 0, 0], ["d", 0, 0]]', r"\[-1, 1\]"),
+    for text, message in (("[1, 2", "cannot read"),
+                          ('[["a", 0, 2], ["b", 0, 0], ["c", 0, 0], ["d", 0, 0]]', r"\[-1, 1\]"),
                           ('[["a", 0], ["b", 0, 0], ["c", 0, 0], ["d", 0, 0]]', "entry 0")):
         bad = tmp_path / "bad.json"
         bad.write_text(text)
@@ -69,4 +72,5 @@ def test_the_shared_professions_are_bolukbasis_320():
     professions = load_professions(path)
     assert len(professions) == 320
     by_name = {p.name: p for p in professions}
-    assert by_name["actress"].definitional == -1.0 and by_name["nurse"].stereotypical < 0 < by_name["carpenter"].stereotypical
+    assert (by_name["actress"].definitional == -1.0
+            and by_name["nurse"].stereotypical < 0 < by_name["carpenter"].stereotypical)

@@ -63,7 +63,8 @@ def test_methods_leave_no_trace_and_are_scored_as_if_alone(tiny_lm, host):
 
     with_failures = score(tiny_lm, host, ["none", "fails-in-fit", "logit-rebalance", "leaks-a-hook", "leace",
                                           "fails-in-apply"], after_each=unchanged)
-    assert with_failures["fails-in-fit"]["status"] == "failed" and "fit exploded" in with_failures["fails-in-fit"]["error"]
+    assert (with_failures["fails-in-fit"]["status"] == "failed"
+            and "fit exploded" in with_failures["fails-in-fit"]["error"])
     assert "left a hook behind" in with_failures["leaks-a-hook"]["error"]
     assert "apply exploded" in with_failures["fails-in-apply"]["error"]
 
@@ -77,7 +78,7 @@ def test_methods_leave_no_trace_and_are_scored_as_if_alone(tiny_lm, host):
 def test_run_files_are_whole_and_as_readable_as_any_file(tmp_path):
     import os
 
-    from debiaskit.reporting import atomic_write_text
+    from debiaskit.run_dir import atomic_write_text
 
     atomic_write_text(tmp_path / "summary.json", "{}")
     mask = os.umask(0)
@@ -118,3 +119,62 @@ def test_weights_left_edited_fail_the_method_and_stop_later_scoring(tiny_lm, hos
     later = runner.run("logit-rebalance", host.methods.get("method", "logit-rebalance"), {})
     assert not kept.ok and "did not restore them" in kept.row["error"]
     assert not later.ok and "keeps-edit left the model's weights changed" in later.row["error"]
+
+
+class LeavesTorchHook(Method):
+    """Adds a plain torch forward hook (not a TransformerLens one) in apply() and never removes it."""
+
+    name = "leaves-torch-hook"
+    description = "test: leaks a torch hook"
+
+    @contextmanager
+    def apply(self, lm):
+        lm.model.blocks[0].mlp.register_forward_hook(lambda module, inputs, output: output * 3)
+        yield Intervention()
+
+
+class SwapsUnembedColumns(Method):
+    """Swaps two columns of W_U and leaves them swapped: a permutation, invisible to sums of weights."""
+
+    name = "swaps-columns"
+    description = "test: permutes W_U"
+
+    def fit(self, context):
+        with torch.no_grad():
+            unembed = context.model.model.W_U
+            unembed[:, [0, 1]] = unembed[:, [1, 0]].clone()
+
+
+class Exits(Method):
+    """Calls sys.exit (or raises KeyboardInterrupt itself) while it is fitted."""
+
+    name = "exits"
+    description = "test: sys.exit in fit"
+    options = (Option("how", str, "exit0", "exit0, exit3 or keyboard"),)
+
+    def fit(self, context):
+        import sys
+
+        if self.settings["how"] == "keyboard":
+            raise KeyboardInterrupt
+        sys.exit(0 if self.settings["how"] == "exit0" else 3)
+
+
+def test_a_leaked_torch_hook_sys_exit_or_keyboard_interrupt_is_that_methods_failed_row_only(tiny_lm, host):
+    runner = comparer(tiny_lm, host)
+    first = runner.run("none", host.methods.get("method", "none"), {})
+    leaked = runner.run("leaves-torch-hook", LeavesTorchHook, {})
+    exits = {how: runner.run(f"exits@{how}", Exits, {"how": how}) for how in ("exit0", "exit3", "keyboard")}
+    again = runner.run("none@again", host.methods.get("method", "none"), {})
+    assert not leaked.ok and "left 1 torch hook(s)" in leaked.row["error"] and "blocks.0.mlp" in leaked.row["error"]
+    assert not tiny_lm.model.blocks[0].mlp._forward_hooks
+    assert "sys.exit(0)" in exits["exit0"].row["error"] and "sys.exit(3)" in exits["exit3"].row["error"]
+    assert exits["keyboard"].row["error"].startswith("KeyboardInterrupt")
+    assert again.ok and again.row["stereotype_gap"] == first.row["stereotype_gap"]
+
+
+def test_a_permutation_of_weights_left_in_place_is_found(tiny_lm, host):
+    runner = comparer(tiny_lm, host)
+    runner.run("none", host.methods.get("method", "none"), {})
+    swapped = runner.run("swaps-columns", SwapsUnembedColumns, {})
+    assert not swapped.ok and "did not restore them" in swapped.row["error"]

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from debiaskit.cli import cli
 from debiaskit.report import write_report
-from debiaskit.reporting import headline_table, render
+from debiaskit.tables import headline_table, render
 
 HEADER = {"model": "tiny", "dataset": "occupations40", "templates": "pronoun", "seed": 3, "folds": 5,
           "protocol": "held-out jobs", "bootstrap": 200, "seeds": []}
@@ -23,8 +23,9 @@ ROWS = [
      "kl": 0.0, "kl_gendered": 0.0, "ppl_ratio": 1.0, "bls_corr": 0.8, "protocol": "not fitted on jobs"},
     {"method": "my_method&co", "status": "ok", "stereotype_gap": 0.12345, "gap_ci_low": 0.1, "gap_ci_high": 0.15,
      "gap_change_pct": -70.06, "change_ci_low": -75.55, "change_ci_high": -64.0, "within_noise": False,
-     "definitional_acc": 0.8125, "stereotype_retained": 0.4, "stereotype_retained_ci_low": 0.3, "stereotype_retained_ci_high": 0.5234,
-     "factual_retained": 0.951, "definitional_retained": 0.6149, "agreement_share": 0.91234, "kl": 0.023456, "kl_gendered": 0.04561,
+     "definitional_acc": 0.8125, "stereotype_retained": 0.4, "stereotype_retained_ci_low": 0.3,
+     "stereotype_retained_ci_high": 0.5234, "factual_retained": 0.951, "definitional_retained": 0.6149,
+     "agreement_share": 0.91234, "kl": 0.023456, "kl_gendered": 0.04561,
      "ppl_ratio": 1.0213, "bls_corr": 0.5, "protocol": "not fitted on jobs"},
     {"method": "broken", "status": "failed", "error": "RuntimeError: boom"},
 ]
@@ -33,7 +34,8 @@ ROWS = [
 def chromium_binary() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if found is None:
-        pytest.skip("headless Chromium not found: install the Debian package `chromium` (`make setup` does where apt-get is available)")
+        pytest.skip("headless Chromium not found: install the Debian package `chromium` "
+                    "(`make setup` does where apt-get is available)")
     return found
 
 
@@ -55,8 +57,8 @@ def test_tables_are_rounded_and_escaped(run_dir):
     write_report(run_dir)
     tex = (run_dir / "table.tex").read_text()
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"\begin{tabular}{lrrlrrrrrrrrrl}" in tex
-    assert (r"my\_method\&co & 0.123 [0.100, 0.150] & -70.1 [-75.5, -64.0] &  & 0.40 [0.30, 0.52] & 0.95 & 0.61 & 0.812 & "
-            r"0.912 & 0.0235 & 0.0456 & 1.021 & 0.50") in tex
+    assert (r"my\_method\&co & 0.123 [0.100, 0.150] & -70.1 [-75.5, -64.0] &  & 0.40 [0.30, 0.52] & 0.95 & 0.61 & "
+            r"0.812 & 0.912 & 0.0235 & 0.0456 & 1.021 & 0.50") in tex
     assert "failed: RuntimeError: boom" in tex
     markdown = (run_dir / "report.md").read_text()
     assert "| none | 0.412 [0.360, 0.455] | 0.0 [0.0, 0.0] |" in markdown
@@ -68,7 +70,8 @@ def test_html_page_renders_with_tables_and_figures(run_dir, tmp_path_factory):
     chromium = chromium_binary()
     page = write_report(run_dir)
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
-    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
     assert dom.count("<table>") == 1 and "my_method&amp;co" in dom and "within noise" not in dom.split("<table>")[0]
     assert dom.count("data:image/png;base64,") == 3
     shot = tmp_path_factory.mktemp("shot") / "page.png"
@@ -93,12 +96,14 @@ def test_compare_and_sweep_write_the_report(tiny_llama_dir, tmp_path):
                     "--format", "json", "--out", str(tmp_path))
     assert result.exit_code == 0, result.stderr
     rows = json.loads(result.stdout)["methods"]
-    assert rows[0]["definitional_acc"] == pytest.approx(json.loads((tmp_path / "summary.json").read_text())["methods"][0]["definitional_acc"])
+    assert rows[0]["definitional_acc"] == pytest.approx(
+        json.loads((tmp_path / "summary.json").read_text())["methods"][0]["definitional_acc"])
     assert rows[1]["gap_ci_low"] <= rows[1]["stereotype_gap"] <= rows[1]["gap_ci_high"]
     assert isinstance(rows[1]["within_noise"], bool) and rows[0]["within_noise"] is None
     assert "held-out templates (4 of 17)" in rows[1]["protocol"]
     controls = pd.read_csv(tmp_path / "controls.csv")
-    assert len(controls) == 2 * 40 * 4 and set(controls["template"]) == set(json.loads(result.stdout)["heldout_templates"])
+    assert (len(controls) == 2 * 40 * 4
+            and set(controls["template"]) == set(json.loads(result.stdout)["heldout_templates"]))
     result = invoke("sweep", *common, "-m", "logit-rebalance", "--knob", "strength=0.5,1", "--heldout-templates", "4",
                     "--out", str(tmp_path))
     assert result.exit_code == 0, result.stderr

@@ -24,7 +24,8 @@ RUN_FILES = {"manifest.json", "summary.json", "summary.csv", "prompts.csv", "con
 
 def compare_args(model_dir, jobs, out):
     methods = [word for name in METHODS for word in ("-m", name)]
-    return ["--plugins-dir", PLUGINS, "compare", "--model", str(model_dir), "--device", "cpu", "--dataset", f"csv:{jobs}",
+    return ["--plugins-dir", PLUGINS, "compare", "--model", str(model_dir), "--device", "cpu",
+            "--dataset", f"csv:{jobs}",
             "--folds", "2", "--heldout-templates", "2", "--bootstrap", "50", *methods, "-o", "leace.layers=1",
             "--out", str(out)]
 
@@ -41,7 +42,8 @@ def numbers(directory):
 
 # A test run started in the background of a non-interactive shell (`make test &`) inherits SIGINT ignored, and Python
 # then installs no KeyboardInterrupt handler; the child installs it itself, so Ctrl-C is tested however pytest started.
-CHILD = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); from debiaskit.cli import main; main()"
+CHILD = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+         "from debiaskit.cli import main; main()")
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +80,13 @@ def test_an_interrupted_run_leaves_valid_files(interrupted):
     assert {"command", "versions", "data_sha256", "seed", "device", "methods"} <= set(manifest)
 
 
-def test_resume_finishes_without_rerunning_and_matches_an_uninterrupted_run(interrupted, tiny_llama_dir, tmp_path, monkeypatch):
+def test_resume_finishes_without_rerunning_and_matches_an_uninterrupted_run(interrupted, tiny_llama_dir, tmp_path,
+                                                                              monkeypatch):
     _, _, jobs, out = interrupted
     scored = []
     run = compare.Comparer.run
-    monkeypatch.setattr(compare.Comparer, "run", lambda self, name, *rest: scored.append(name) or run(self, name, *rest))
+    monkeypatch.setattr(compare.Comparer, "run",
+                        lambda self, name, *rest: scored.append(name) or run(self, name, *rest))
     resumed = invoke("--plugins-dir", PLUGINS, "compare", "--resume", out, "--format", "json")
     assert resumed.exit_code == 0, resumed.stderr
     assert scored == ["interrupts-once", "leace"]  # the finished methods were kept, not recomputed
@@ -128,4 +132,5 @@ def test_resume_refuses_another_plugins_folder_or_changed_data(interrupted):
 
 def test_resume_needs_a_run_directory(tmp_path):
     result = invoke("compare", "--resume", tmp_path)
-    assert result.exit_code == 2 and "nothing to resume" in result.stderr and "manifest.json is missing" in result.stderr
+    assert (result.exit_code == 2 and "nothing to resume" in result.stderr
+            and "manifest.json is missing" in result.stderr)

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from debiaskit import DebiasKitError, FitContext
-from debiaskit.data import TemplateFamily, gendered_words
+from debiaskit.data import TemplateFamily
 from debiaskit.plugins.sae_ablation import SAELatentAblation, SAESplice, splice_hook
-from debiaskit.sae_latents import LatentStats, select_by_counts, select_top
-from debiaskit.sae_source import load_sae
+from debiaskit.sae.latents import LatentStats, select_by_counts, select_top
+from debiaskit.sae.source import load_sae
+from debiaskit.word_lists import gendered_words
 
 HOOK = "blocks.1.hook_resid_post"
 FAMILY = TemplateFamily("t", "test", ("The {job} said that", "Yesterday the {job} told us that"), ("he",), ("she",))

@@ -11,7 +11,7 @@ from test_sae_ablation import TEXTS, fitted, logits, no_hooks_left, save_tiny_sa
 from debiaskit import DebiasKitError
 from debiaskit.plugins.sae_ablation import SAELatentAblation
 from debiaskit.plugins.sae_steer import SAELatentSteering, steer_hook
-from debiaskit.sae_source import load_sae
+from debiaskit.sae.source import load_sae
 
 
 @pytest.fixture
@@ -60,7 +60,8 @@ def test_targets_are_the_cross_group_means_of_the_selection(tiny_lm, tiny_sae):
     method = fitted(tiny_lm, SAELatentSteering(sae=tiny_sae, n_latents=5))
     stats = method.stats
     assert method.latents == fitted(tiny_lm, SAELatentAblation(sae=tiny_sae, n_latents=5)).latents  # the same selection
-    torch.testing.assert_close(method.targets, (stats.male_mean[method.latents] + stats.female_mean[method.latents]) / 2)
+    torch.testing.assert_close(method.targets,
+                               (stats.male_mean[method.latents] + stats.female_mean[method.latents]) / 2)
     with pytest.raises(DebiasKitError, match="from 0 to 1"):
         SAELatentSteering(sae=tiny_sae, strength=1.5)
 
@@ -74,7 +75,8 @@ def test_steer_command_prints_with_and_without(tiny_llama_dir, tmp_path):
     zero = CliRunner().invoke(cli, [*common, "--coeff", "0"])
     assert zero.exit_code == 0, zero.output
     lines = zero.stdout.splitlines()
-    with_block, without_block = lines[lines.index("with steering:") + 1:][:2], lines[lines.index("without steering:") + 1:][:2]
+    with_block, without_block = (lines[lines.index("with steering:") + 1:][:2],
+                                 lines[lines.index("without steering:") + 1:][:2])
     assert with_block == without_block  # coefficient 0: the same random numbers give the same text
     strong = CliRunner().invoke(cli, [*common, "--coeff", "200"])
     lines = strong.stdout.splitlines()

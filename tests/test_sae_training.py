@@ -1,4 +1,4 @@
-"""`debiaskit.sae_training`: a tiny SAE trained through SAELens's runner on a tiny model, reloaded, and its card."""
+"""`debiaskit.sae.training`: a tiny SAE trained through SAELens's runner on a tiny model, reloaded, and its card."""
 
 from __future__ import annotations
 
@@ -9,18 +9,10 @@ import pytest
 import torch
 
 from debiaskit.errors import DebiasKitError
-from debiaskit.sae_training import (
-    CARD_FILE,
-    CONTEXT_SIZE,
-    TOP_TOKENS_FILE,
-    TrainingSettings,
-    anchored_sequences,
-    geometric_median,
-    initial_decoder_bias,
-    read_corpus,
-    strip_gutenberg_boilerplate,
-    train_sae,
-)
+from debiaskit.sae.corpus import CONTEXT_SIZE, anchored_sequences, read_corpus, strip_gutenberg_boilerplate
+from debiaskit.sae.decoder_bias import geometric_median, initial_decoder_bias
+from debiaskit.sae.source import TOP_TOKENS_FILE
+from debiaskit.sae.training import CARD_FILE, TrainingSettings, train_sae
 
 ETEXT = """The Project Gutenberg Etext of A Book
 Please take a look at the important information in this header.
@@ -41,7 +33,8 @@ PROSE = (
 
 def test_gutenberg_header_and_licence_are_stripped():
     assert strip_gutenberg_boilerplate(ETEXT) == "Chapter 1. It was a bright cold day."
-    newer = "Header\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\nBody.\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\n" \
+    newer = "Header\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\nBody.\n" \
+            "*** END OF THE PROJECT GUTENBERG EBOOK X ***\n" \
             "*END THE SMALL PRINT! FOR PUBLIC DOMAIN EBOOKS*Ver.02/11/02*END*\n"
     assert strip_gutenberg_boilerplate(newer) == "Body."
     assert strip_gutenberg_boilerplate("No markers here.") == "No markers here."
@@ -54,7 +47,8 @@ def test_every_sequence_starts_with_the_anchor(tiny_lm):
 
 def test_geometric_median_by_hand():
     # on a line it is the ordinary median
-    assert geometric_median(torch.tensor([[0.0], [1.0], [10.0]], dtype=torch.float64)).item() == pytest.approx(1.0, abs=1e-6)
+    assert (geometric_median(torch.tensor([[0.0], [1.0], [10.0]], dtype=torch.float64)).item()
+            == pytest.approx(1.0, abs=1e-6))
     # a point holding half the mass or more is the median, however far the rest lies (the mean here is (25, 0))
     majority = torch.tensor([[0.0, 0.0]] * 3 + [[100.0, 0.0]], dtype=torch.float64)
     assert geometric_median(majority).tolist() == pytest.approx([0.0, 0.0], abs=1e-6)

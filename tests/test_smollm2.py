@@ -1,4 +1,5 @@
-"""Integration on the embedded SmolLM2: the baseline shows the stereotype, and a comparison leaves the model as it was."""
+"""Integration on the embedded SmolLM2: the baseline shows the stereotype, and a comparison leaves the model as it
+was."""
 
 from pathlib import Path
 
@@ -13,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def probe_logits(lm):
-    batch = lm.make_batch([lm.encode(text) for text in ("The nurse said that", "The plumber went home because", "Rain fell")])
+    batch = lm.make_batch([lm.encode(text)
+                           for text in ("The nurse said that", "The plumber went home because", "Rain fell")])
     with torch.no_grad():
         return lm.run(batch)
 
@@ -23,10 +25,13 @@ def test_embedded_model_reproduces_the_known_pronoun_probabilities(smollm2):
     sequences = [smollm2.tokenizer(p, add_special_tokens=False)["input_ids"]
                  for p in ("The nurse went home because", "The plumber went home because")]
     with torch.no_grad():
-        probs = smollm2.model(torch.tensor([sequences[0]]))[0, -1].softmax(-1), smollm2.model(torch.tensor([sequences[1]]))[0, -1].softmax(-1)
+        probs = (smollm2.model(torch.tensor([sequences[0]]))[0, -1].softmax(-1),
+                 smollm2.model(torch.tensor([sequences[1]]))[0, -1].softmax(-1))
     # measured against Hugging Face transformers on the same GGUF weights (no anchor token)
-    assert probs[0][she].item() == pytest.approx(0.36, abs=0.01) and probs[0][he].item() == pytest.approx(0.09, abs=0.01)
-    assert probs[1][he].item() == pytest.approx(0.38, abs=0.01) and probs[1][she].item() == pytest.approx(0.12, abs=0.01)
+    assert (probs[0][she].item() == pytest.approx(0.36, abs=0.01)
+            and probs[0][he].item() == pytest.approx(0.09, abs=0.01))
+    assert (probs[1][he].item() == pytest.approx(0.38, abs=0.01)
+            and probs[1][she].item() == pytest.approx(0.12, abs=0.01))
 
 
 def test_comparison_shows_the_stereotype_and_leaves_no_trace(smollm2):

@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 
 from debiaskit.errors import DebiasKitError
-from debiaskit.sweep import (choose_setting, frontier_area, gap_at_budget, matched_cost_rows, pareto_frontier, parse_budgets,
-                             parse_knob, setting_grid)
+from debiaskit.sweep import (
+    choose_setting,
+    frontier_area,
+    gap_at_budget,
+    matched_cost_rows,
+    pareto_frontier,
+    parse_budgets,
+    parse_knob,
+    setting_grid,
+)
 
 
 def point(kl, gap, value, retained=1.0, status="ok"):
@@ -66,7 +74,8 @@ def test_matched_cost_among_settings_that_keep_gender():
 
 
 def test_failed_settings_are_left_out_of_frontiers():
-    (row,), frontiers = matched_cost_rows([*POINTS, point(0.001, 0.0, 5, status="failed")], baseline_gap=0.4, budgets=(0.02,))
+    (row,), frontiers = matched_cost_rows([*POINTS, point(0.001, 0.0, 5, status="failed")], baseline_gap=0.4,
+                                          budgets=(0.02,))
     assert row["settings"] == 4 and frontiers["m"][1] == [0.01, 0.3]
 
 
@@ -96,7 +105,8 @@ def test_sweep_chooses_on_dev_jobs_and_scores_the_choice_on_the_reported_ones(ti
     common = ["--model", str(tiny_llama_dir), "--device", "cpu", "--heldout-templates", "15", "--professions", "none",
               "-m", "logit-rebalance", "--knob", "strength=0,1", "--knob", "counter_balance=false,true",
               "--dev", f"csv:{dev}", "--dataset", f"csv:{test}"]
-    result = CliRunner().invoke(cli, ["sweep", *common, "--keep", "0", "--budget", "10", "--out", str(tmp_path / "run")])
+    result = CliRunner().invoke(cli, ["sweep", *common, "--keep", "0", "--budget", "10",
+                                      "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     sweep = json.loads((tmp_path / "run" / "sweep.json").read_text())
     assert sweep["dataset"] == f"csv:{dev}" and len(sweep["points"]) == 4  # the grid of the two knobs

@@ -11,17 +11,14 @@ Weights are only ever read from safetensors files: releases whose SAELens loader
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from debiaskit.data import project_data_dir
 from debiaskit.errors import DebiasKitError
-from debiaskit.method import hooked
 from debiaskit.model import EMBEDDED_MODEL, LoadedModel
+from debiaskit.sae.activations import activation_width
 
 EMBEDDED = "embedded"
 EMBEDDED_SAE = "sae/smollm2-blocks.8.hook_resid_post-topk4608"  # under project_data_dir()
@@ -79,14 +76,15 @@ def _from_release(source: str, lm: LoadedModel) -> Any:
     release, _, sae_id = source.partition("/")
     releases = get_pretrained_saes_directory()
     if release not in releases or not sae_id:
-        raise DebiasKitError(f"SAE source {source!r} is neither 'embedded', an existing directory, nor RELEASE/SAE_ID of "
-                             "a SAELens pretrained release (e.g. gpt2-small-res-jb/blocks.8.hook_resid_pre)")
+        raise DebiasKitError(f"SAE source {source!r} is neither 'embedded', an existing directory, nor RELEASE/SAE_ID "
+                             "of a SAELens pretrained release (e.g. gpt2-small-res-jb/blocks.8.hook_resid_pre)")
     if sae_id not in releases[release].saes_map:
         known = ", ".join(list(releases[release].saes_map)[:4])
         raise DebiasKitError(f"SAELens release {release} has no SAE id {sae_id!r}; its ids include {known}, ...")
     if get_conversion_loader_name(release) != SAFETENSORS_LOADER:
         raise DebiasKitError(f"SAELens loads release {release} with a loader that may unpickle files; debiaskit reads "
-                             "SAE weights from safetensors only. Convert it to SAELens disk format and pass the directory")
+                             "SAE weights from safetensors only. Convert it to SAELens disk format and pass "
+                             "the directory")
     try:
         return SAE.from_pretrained(release, sae_id, device=str(lm.device), dtype="float32")
     except OSError as error:
@@ -106,20 +104,3 @@ def check_fits(sae: Any, lm: LoadedModel, description: str) -> None:
         raise DebiasKitError(f"SAE {description} (trained on {trained_on}) expects d_in={sae.cfg.d_in} at {hook_name}, "
                              f"but model {lm.name} has width {width} there; pass an SAE trained for {lm.name}")
 
-
-def activation_width(lm: LoadedModel, hook_name: str) -> int:
-    """The width of the activation at `hook_name` (heads flattened), read from a short forward pass."""
-    seen: dict[str, int] = {}
-
-    def record(activation: torch.Tensor, hook: Any) -> None:
-        seen["width"] = math.prod(activation.shape[2:])
-
-    with torch.no_grad(), hooked(lm, [(hook_name, record)]):
-        lm.model(torch.tensor([lm.encode("the")], device=lm.device))
-    return seen["width"]
-
-
-def stop_layer(hook_name: str) -> int | None:
-    """Run only up to the block that holds `hook_name` (blocks.L.*); None for hooks outside the blocks."""
-    parts = hook_name.split(".")
-    return int(parts[1]) + 1 if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit() else None

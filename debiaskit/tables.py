@@ -1,13 +1,10 @@
-"""Tables in several formats, and the files of a run directory (each written atomically)."""
+"""The comparison as a table: the terminal view, and Markdown, CSV, LaTeX and JSON (`--format`)."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -18,13 +15,13 @@ from debiaskit.metrics import VERDICTS
 FORMATS = ("table", "markdown", "csv", "latex", "json")
 LEADING_COLUMNS = ("method", "status", "stereotype_gap", "gap_ci_low", "gap_ci_high", "gap_change_pct", "change_ci_low",
                    "change_ci_high", "within_noise", "stereotype_retained", "factual_retained", "definitional_retained",
-                   "definitional_acc", "agreement_acc", "agreement_share", "abs_bias", "bls_corr", "gender_mass", "kl", "kl_gendered",
-                   "ppl_ratio", *VERDICTS, "seconds")
+                   "definitional_acc", "agreement_acc", "agreement_share", "abs_bias", "bls_corr", "gender_mass", "kl",
+                   "kl_gendered", "ppl_ratio", *VERDICTS, "seconds")
 # the rest of what the host computes for every row: after the leading columns, never a method's own details
 SELECTIVITY_COLUMNS = tuple(
     f"{name}{suffix}"
-    for name in ("a_s", "a_f", "b", "stereotype_retained", "factual_retained", "definitional_gap", "definitional_retained",
-                 "female_noun_share", "male_noun_share")
+    for name in ("a_s", "a_f", "b", "stereotype_retained", "factual_retained", "definitional_gap",
+                 "definitional_retained", "female_noun_share", "male_noun_share")
     for suffix in ("", "_ci_low", "_ci_high")
 ) + ("professions_scored", "professions_left_out")
 TRAILING_COLUMNS = ("protocol", "error")
@@ -36,7 +33,8 @@ def summary_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(list(rows))
     host = (*LEADING_COLUMNS, *SELECTIVITY_COLUMNS, *TRAILING_COLUMNS)
     extra = [c for c in frame.columns if c not in host]
-    ordered = list(dict.fromkeys(c for c in (*LEADING_COLUMNS, *SELECTIVITY_COLUMNS, *extra, *TRAILING_COLUMNS) if c in frame.columns))
+    ordered = list(dict.fromkeys(c for c in (*LEADING_COLUMNS, *SELECTIVITY_COLUMNS, *extra, *TRAILING_COLUMNS)
+                                 if c in frame.columns))
     return frame[ordered]
 
 
@@ -44,7 +42,7 @@ def render(header: dict[str, Any], rows: Sequence[dict[str, Any]], fmt: str) -> 
     if fmt not in FORMATS:
         raise DebiasKitError(f"unknown format {fmt!r}; accepted: {', '.join(FORMATS)}")
     if fmt == "json":
-        return json.dumps({**header, "methods": [_jsonable(row) for row in rows]}, indent=2, allow_nan=False)
+        return json.dumps({**header, "methods": [jsonable(row) for row in rows]}, indent=2, allow_nan=False)
     frame = summary_frame(rows)
     if fmt == "csv":
         return frame.to_csv(index=False)
@@ -53,7 +51,8 @@ def render(header: dict[str, Any], rows: Sequence[dict[str, Any]], fmt: str) -> 
         return _markdown(list(frame.columns), cells)
     if fmt == "latex":
         return _latex(list(frame.columns), cells)
-    title = f"model={header.get('model')}  dataset={header.get('dataset')}  templates={header.get('templates')}  seed={header.get('seed')}"
+    title = (f"model={header.get('model')}  dataset={header.get('dataset')}  templates={header.get('templates')}  "
+             f"seed={header.get('seed')}")
     return title + "\n" + _plain(list(frame.columns), cells)
 
 
@@ -75,7 +74,8 @@ def headline_table(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> st
             details.append(f"  {row['method']}: failed: {row.get('error')}")
         elif own:
             details.append(f"  {row['method']}: " + "; ".join(f"{k}={_cell(v)}" for k, v in own.items()))
-    title = f"model={header.get('model')}  dataset={header.get('dataset')}  templates={header.get('templates')}  seed={header.get('seed')}"
+    title = (f"model={header.get('model')}  dataset={header.get('dataset')}  templates={header.get('templates')}  "
+             f"seed={header.get('seed')}")
     footer = ["method details:", *details] if details else []
     footer.append("(per-job verdicts and every column: --format csv or json, or --out DIR)")
     return title + "\n" + _plain(columns, cells) + "\n".join(footer) + "\n"
@@ -127,11 +127,12 @@ def _latex(columns: list[str], cells: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """`value` with numpy scalars as Python numbers and NaN or infinity as None, as JSON can hold it."""
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -139,46 +140,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())  # the data is on disk before the rename makes it visible
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes the file private; results are as readable as any file
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def check_writable(directory: Path) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check.", delete=True)
-        probe.close()
-    except OSError as error:
-        raise DebiasKitError(f"cannot write to output directory {directory}: {error.strerror or error}") from None
-
-
-def write_run(directory: Path, header: dict[str, Any], rows: Sequence[dict[str, Any]], prompts: pd.DataFrame,
-              manifest: dict[str, Any]) -> list[Path]:
-    """prompts.csv (per prompt), summary.csv and summary.json (per method), manifest.json (how to rerun)."""
-    files = {
-        "prompts.csv": prompts.to_csv(index=False),
-        "summary.csv": render(header, rows, "csv"),
-        "summary.json": render(header, rows, "json") + "\n",
-        "manifest.json": json.dumps(_jsonable(manifest), indent=2) + "\n",
-    }
-    for name, text in files.items():
-        atomic_write_text(directory / name, text)
-    return [directory / name for name in files]
+def label_of(header: dict[str, Any]) -> str:
+    """The run's model, data set, templates and seed, as report titles and figures name them."""
+    return (f"model {header.get('model')} · data set {header.get('dataset')} · templates {header.get('templates')} · "
+            f"seed {header.get('seed')}")

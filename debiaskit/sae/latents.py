@@ -9,7 +9,6 @@ group's members activate it above `threshold`):
   topk      the `n_latents` latents with the largest |difference| between the training jobs of the two groups.
 """
 
-
 from __future__ import annotations
 
 import math
@@ -21,13 +20,17 @@ from typing import Any
 import torch
 
 from debiaskit.concepts import LabelledText, job_examples, labelled_text, read_at_positions
-from debiaskit.data import gendered_words, project_data_dir
+from debiaskit.data import project_data_dir
 from debiaskit.errors import DebiasKitError
 from debiaskit.evaluator import NEUTRAL_TEXT_FILE
 from debiaskit.method import FitContext, Method
 from debiaskit.model import LoadedModel
 from debiaskit.options import Option
-from debiaskit.sae_source import EMBEDDED, LoadedSAE, load_sae, stop_layer
+from debiaskit.sae.activations import stop_layer
+from debiaskit.sae.corpus import anchored_sequences
+from debiaskit.sae.source import EMBEDDED, LoadedSAE, load_sae
+from debiaskit.sae.top_activations import top_activating_tokens
+from debiaskit.word_lists import gendered_words
 
 SELECTIONS = ("contrast", "seed", "topk")
 STRONG_SHARE = 8 / 20  # seed: a latent is "strong" in a group when at least 8 of its 20 jobs activate it
@@ -41,8 +44,9 @@ SELECTION_OPTIONS = (
     SAE_OPTION,
     Option("selection", str, "contrast", "contrast: gendered words; seed: the seed's count rule on training jobs; "
            "topk: largest |difference| on training jobs", choices=SELECTIONS),
-    Option("n_latents", int, 10, "latents kept by contrast and topk selection"),
-    Option("threshold", float, 0.2, "activation above which a word or job counts as activating a latent (seed: 0.2)"),
+    Option("n_latents", int, 10, "latents kept by contrast and topk selection", minimum=1),
+    Option("threshold", float, 0.2, "activation above which a word or job counts as activating a latent (seed: 0.2)",
+           minimum=0),
 )
 
 
@@ -66,14 +70,16 @@ class LatentStats:
         """`male` [n_male, d_sae] and `female` [n_female, d_sae] example vectors."""
         if not len(male) or not len(female):
             raise DebiasKitError("latent selection needs examples of both groups (male and female)")
-        return cls(male.mean(0), female.mean(0), (male > threshold).sum(0), (female > threshold).sum(0), len(male), len(female))
+        return cls(male.mean(0), female.mean(0), (male > threshold).sum(0), (female > threshold).sum(0),
+                   len(male), len(female))
 
 
 def select_by_counts(stats: LatentStats) -> list[int]:
     """The seed's rule: strong in one group, rare in the other, both directions, with counts scaled to group sizes."""
     male_strong = ((stats.difference > MIN_DIFFERENCE) & (stats.male_count >= math.ceil(STRONG_SHARE * stats.n_male))
                    & (stats.female_count <= math.floor(RARE_SHARE * stats.n_female)))
-    female_strong = ((stats.difference < -MIN_DIFFERENCE) & (stats.female_count >= math.ceil(STRONG_SHARE * stats.n_female))
+    female_strong = ((stats.difference < -MIN_DIFFERENCE)
+                     & (stats.female_count >= math.ceil(STRONG_SHARE * stats.n_female))
                      & (stats.male_count <= math.floor(RARE_SHARE * stats.n_male)))
     return by_effect(stats, torch.nonzero(male_strong | female_strong).flatten().tolist())
 
@@ -98,9 +104,6 @@ class SAEMethod(Method):
         self._loaded_for: tuple[int, str] | None = None
         self.latents: list[int] = []
         self.stats: LatentStats | None = None
-        for key, low in (("threshold", 0.0), ("n_latents", 1)):
-            if key in self.settings and self.settings[key] < low:
-                raise DebiasKitError(f"option {self.name}.{key} got {self.settings[key]}; it takes a number >= {low}")
 
     def uses_jobs(self) -> bool:
         return self.settings.get("selection", "contrast") != "contrast"
@@ -111,6 +114,10 @@ class SAEMethod(Method):
     def select_latents(self, context: FitContext) -> None:
         """Measure the latent statistics on the selection's examples and keep the chosen latents."""
         loaded = self.load(context.model)
+        width = loaded.sae.cfg.d_sae
+        if self.settings.get("n_latents", 0) > width:
+            raise DebiasKitError(f"option {self.name}.n_latents got {self.settings['n_latents']}; {loaded.source} "
+                                 f"has {width} latents, so it takes 1 to {width}")
         if self.uses_jobs():
             examples = job_examples(context.model, context.train_jobs, context.templates, "word")
         else:
@@ -121,7 +128,8 @@ class SAEMethod(Method):
         else:
             self.latents = select_top(self.stats, self.settings["n_latents"])
         print(f"debiaskit: {self.name} chose {len(self.latents)} latents of {loaded.source}: "
-              f"{describe_latents(context.model, loaded, self.stats, self.latents, len(self.latents))}", file=sys.stderr)
+              f"{describe_latents(context.model, loaded, self.stats, self.latents, len(self.latents))}",
+              file=sys.stderr)
 
     def require_stats(self) -> LatentStats:
         if self.stats is None:
@@ -151,13 +159,16 @@ class SAEMethod(Method):
 
 def definitional_examples(lm: LoadedModel) -> list[LabelledText]:
     """Every fit pair's words (never the control pairs) in every neutral context; one group per word."""
-    return [labelled_text(lm, sentence, word, "word", label, word) for sentence, word, label in gendered_words().fit_sentences()]
+    return [labelled_text(lm, sentence, word, "word", label, word)
+            for sentence, word, label in gendered_words().fit_sentences()]
 
 
-def example_stats(lm: LoadedModel, loaded: LoadedSAE, examples: Sequence[LabelledText], threshold: float) -> LatentStats:
+def example_stats(lm: LoadedModel, loaded: LoadedSAE, examples: Sequence[LabelledText],
+                  threshold: float) -> LatentStats:
     """Mean latent activation over each example group's tokens (a word over its contexts, a job over its templates),
     then per-latent statistics over the groups labelled male (0) and female (1)."""
-    inputs = read_at_positions(lm, examples, [loaded.hook_name], stop_at_layer=stop_layer(loaded.hook_name))[loaded.hook_name]
+    inputs = read_at_positions(lm, examples, [loaded.hook_name],
+                               stop_at_layer=stop_layer(loaded.hook_name))[loaded.hook_name]
     with torch.no_grad():
         latents = loaded.sae.encode(inputs.to(lm.device, torch.float32)).float().cpu()  # [n_positions, d_sae]
     group_of_row = [example.group for example in examples for _ in example.positions]
@@ -165,11 +176,13 @@ def example_stats(lm: LoadedModel, loaded: LoadedSAE, examples: Sequence[Labelle
     means = {group: latents[[row for row, g in enumerate(group_of_row) if g == group]].mean(0) for group in label_of}
     male = [means[g] for g in means if label_of[g] == 0]
     female = [means[g] for g in means if label_of[g] == 1]
-    return LatentStats.of(torch.stack(male) if male else torch.empty(0), torch.stack(female) if female else torch.empty(0),
+    return LatentStats.of(torch.stack(male) if male else torch.empty(0),
+                          torch.stack(female) if female else torch.empty(0),
                           threshold)
 
 
-def describe_latents(lm: LoadedModel | None, loaded: LoadedSAE, stats: LatentStats, latents: Sequence[int], limit: int) -> str:
+def describe_latents(lm: LoadedModel | None, loaded: LoadedSAE, stats: LatentStats, latents: Sequence[int],
+                     limit: int) -> str:
     """`id(+difference: token|token|token); ...` for the first `limit` latents; tokens from the SAE's shipped
     top_tokens.json (held-out corpus text), else computed on the shipped neutral text when `lm` is given."""
     shown = list(latents)[:limit]
@@ -187,9 +200,5 @@ def top_tokens(lm: LoadedModel | None, loaded: LoadedSAE, latents: Sequence[int]
         return {str(latent): loaded.top_tokens.get(str(latent), []) for latent in latents}
     if lm is None:
         return {}
-    from debiaskit.sae_training import anchored_sequences, top_activating_tokens
-
     text = (project_data_dir() / NEUTRAL_TEXT_FILE).read_text(encoding="utf-8")
     return top_activating_tokens(lm, loaded.sae, anchored_sequences(lm, text), latents)
-
-

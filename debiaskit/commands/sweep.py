@@ -1,8 +1,8 @@
-"""The `sweep` and `report` commands (registered on the `debiaskit` group in cli.py)."""
+"""`debiaskit sweep`: the settings of a method's knob (or grid of knobs), their matched-cost table, and with
+`--dev` the setting chosen on dev jobs, scored on the reported ones."""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,8 +10,18 @@ from typing import Any
 
 import click
 
-from debiaskit.cli import UserError, _host, _load_data, _plan_methods, _rerun_command, _versions
-from debiaskit.command_options import model_options, professions_option
+from debiaskit.commands.support import (
+    data_options,
+    host_of,
+    load_data,
+    method_options_option,
+    model_options,
+    package_versions,
+    plan_methods,
+    professions_option,
+    rerun_command,
+    usage_errors,
+)
 from debiaskit.compare import BASELINE, DEFAULT_FOLDS, Comparer
 from debiaskit.data import OccupationSet, TemplateFamily
 from debiaskit.errors import DebiasKitError
@@ -19,17 +29,28 @@ from debiaskit.evaluator import DEFAULT_BATCH_SIZE
 from debiaskit.model import LoadedModel, load_model
 from debiaskit.plugin_host import PluginHost
 from debiaskit.professions import Profession, professions_from_option
-from debiaskit.report import SWEEP_FILE, label_of, write_report
-from debiaskit.reporting import _jsonable, atomic_write_text, check_writable, render
-from debiaskit.sweep import (DEFAULT_BUDGETS, DEFAULT_KEEP, SweepPlan, check_plan, choose_setting, matched_cost_rows,
-                             parse_budgets, parse_knob, run_sweep)
+from debiaskit.report import write_report
+from debiaskit.run_dir import SWEEP_FILE, check_writable, run_lock, write_json
+from debiaskit.sweep import (
+    DEFAULT_BUDGETS,
+    DEFAULT_KEEP,
+    SweepPlan,
+    check_plan,
+    choose_setting,
+    matched_cost_rows,
+    parse_budgets,
+    parse_knob,
+    run_sweep,
+)
+from debiaskit.tables import label_of, render
 
 
 @click.command("sweep")
 @click.option("-m", "--method", "methods", multiple=True, required=True, help="Method to sweep (repeatable).")
 @click.option("--knob", "knobs", multiple=True,
-              help="key=v1,v2,... (method.key=... with several methods; ';' between values of a list option, quoted for the shell: 'leace.layers=4;8'); "
-                   "at least one per method swept, two or more of one method give their grid (`debiaskit methods` marks each method's strength knob).")
+              help="key=v1,v2,... (method.key=... with several methods; ';' between values of a list option, "
+                   "quoted for the shell: 'leace.layers=4;8'); at least one per method swept, two or more of one "
+                   "method give their grid (`debiaskit methods` marks each method's strength knob).")
 @click.option("--budget", "budgets", default=",".join(map(str, DEFAULT_BUDGETS)), show_default=True,
               help="kl budgets (nats) of the matched-cost table, comma-separated; --dev chooses within the first.")
 @click.option("--keep", type=click.FloatRange(min=0), default=DEFAULT_KEEP, show_default=True,
@@ -39,9 +60,8 @@ from debiaskit.sweep import (DEFAULT_BUDGETS, DEFAULT_KEEP, SweepPlan, check_pla
               help="Choose each method's setting on these jobs (e.g. dev, disjoint from occupations40) and report the "
                    "chosen setting's row on --dataset.")
 @model_options
-@click.option("--dataset", default="occupations40", show_default=True)
-@click.option("--templates", "template_family", default="pronoun", show_default=True)
-@click.option("-o", "--option", "assignments", multiple=True, help="Fixed method option, method.key=value (repeatable).")
+@data_options()
+@method_options_option("Fixed method option, method.key=value (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help=f"Write {SWEEP_FILE} and the report here (a `compare --out` folder keeps its files).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -49,39 +69,43 @@ from debiaskit.sweep import (DEFAULT_BUDGETS, DEFAULT_KEEP, SweepPlan, check_pla
 @click.option("--heldout-templates", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
 @professions_option
+@click.option("--force", is_flag=True, help=f"Replace the {SWEEP_FILE} an --out folder already holds.")
 @click.pass_context
 def sweep_command(context: click.Context, methods: tuple[str, ...], knobs: tuple[str, ...], budgets: str, keep: float,
                   dev_dataset: str | None, model: str, device: str, dtype: str, dataset: str, template_family: str,
                   assignments: tuple[str, ...], out: Path | None, seed: int, folds: int, heldout_templates: int,
-                  batch_size: int, professions: str) -> None:
+                  batch_size: int, professions: str, force: bool) -> None:
     """Score each setting of a method's knob (or grid of knobs), print its points and the matched-cost table (gap
     reduction at each kl budget on the method's frontier, also among settings that keep definitional gender, and the
     area under the frontier). With --dev, settings are scored on the dev jobs and the chosen one on --dataset."""
-    host = _host(context)
-    try:
-        plan = _plan_methods(host, methods, assignments)
+    host = host_of(context)
+    with usage_errors():
+        plan = plan_methods(host, methods, assignments)
         swept = [name for name, _, _ in plan if name != BASELINE]
         if not swept:
-            raise DebiasKitError(f"nothing to sweep: name a method other than {BASELINE!r} with -m, e.g. -m leace --knob blend=0.5,1")
+            raise DebiasKitError(f"nothing to sweep: name a method other than {BASELINE!r} with -m, "
+                                 "e.g. -m leace --knob blend=0.5,1")
         chosen: dict[str, list[tuple[str, list[str]]]] = {}
         for text in knobs:
             method, key, values = parse_knob(text, swept)
             if any(key == known for known, _ in chosen.get(method, [])):
-                raise DebiasKitError(f"--knob {text!r}: {method}.{key} is given twice; give its values once, comma-separated")
+                raise DebiasKitError(f"--knob {text!r}: {method}.{key} is given twice; "
+                                     "give its values once, comma-separated")
             chosen.setdefault(method, []).append((key, values))
         missing = [name for name in swept if name not in chosen]
         if missing:
             knob = host.methods.get("method", missing[0]).strength_knob
-            hint = f"e.g. --knob {missing[0]}.{knob}=..." if knob else f"{missing[0]} declares no strength knob; name an option"
+            hint = (f"e.g. --knob {missing[0]}.{knob}=..." if knob
+                    else f"{missing[0]} declares no strength knob; name an option")
             raise DebiasKitError(f"no --knob for {missing[0]!r}; {hint}")
         budget_values = parse_budgets(budgets)
         swept_plan = [(name, cls, given, chosen[name]) for name, cls, given in plan if name != BASELINE]
-        check_plan(swept_plan)
-        occupations, family = _load_data(host, dataset, template_family)
-        dev_occupations = _load_data(host, dev_dataset, template_family)[0] if dev_dataset else None
+        occupations, family = load_data(host, dataset, template_family)
+        dev_occupations = load_data(host, dev_dataset, template_family)[0] if dev_dataset else None
+        check_plan(swept_plan, [occupations] + ([dev_occupations] if dev_occupations else []), folds, seed)
         profession_list = professions_from_option(professions)
         if out is not None:
-            check_writable(out)
+            _claim(context, out, force)
         lm = load_model(model, device=device, dtype=dtype)
         comparer = Comparer(lm, dev_occupations or occupations, family, seed, folds, batch_size=batch_size,
                             heldout_templates=heldout_templates, professions=profession_list)
@@ -95,21 +119,31 @@ def sweep_command(context: click.Context, methods: tuple[str, ...], knobs: tuple
         click.echo(render(header, matched, "table").split("\n", 1)[1], nl=False)
         picked = _score_chosen(lm, host, occupations, family, swept_plan, points, budget_values[0], keep, seed, folds,
                                batch_size, heldout_templates, profession_list) if dev_occupations else []
-    except DebiasKitError as error:
-        raise UserError(str(error)) from None
     if picked:
-        click.echo(f"chosen on {dev_dataset} (kl <= {budget_values[0]:g}, definitional_retained >= {keep:g}), scored on {dataset}:")
+        click.echo(f"chosen on {dev_dataset} (kl <= {budget_values[0]:g}, definitional_retained >= {keep:g}), "
+                   f"scored on {dataset}:")
         click.echo(render(header, picked, "table").split("\n", 1)[1], nl=False)
+    unsaved = ""
     if out is not None:
-        sweep = {**header, "command": _rerun_command(context), "versions": _versions(), "budgets": list(budget_values),
-                 "keep": keep, "baseline_gap": baseline["stereotype_gap"], "baseline_kl": baseline["kl"], "points": points,
-                 "frontiers": frontiers, "matched": matched, "dev": dev_dataset, "scored_dataset": dataset, "chosen": picked}
-        atomic_write_text(out / SWEEP_FILE, json.dumps(_jsonable(sweep), indent=2) + "\n")
-        click.echo(f"debiaskit: sweep of {label_of(header)} written; report at {write_report(out)}", err=True)
+        sweep = {**header, "command": rerun_command(context), "versions": package_versions(),
+                 "budgets": list(budget_values), "keep": keep, "baseline_gap": baseline["stereotype_gap"],
+                 "baseline_kl": baseline["kl"], "points": points, "frontiers": frontiers, "matched": matched,
+                 "dev": dev_dataset, "scored_dataset": dataset, "chosen": picked}
+        try:
+            write_json(out / SWEEP_FILE, sweep)
+        except OSError as error:
+            unsaved = (f"cannot save the sweep to {out / SWEEP_FILE} ({error.strerror or error}); the tables above "
+                       "hold it")
+        else:
+            with usage_errors():
+                click.echo(f"debiaskit: sweep of {label_of(header)} written; report at {write_report(out)}", err=True)
     failed = [f"{p['method']} {p['value']}" for p in points if p.get("status") != "ok"] + [
         p["method"] for p in picked if p.get("status") != "ok"]
     if failed:
         click.echo(f"debiaskit: {len(failed)} setting(s) failed or chose nothing: {', '.join(failed)}", err=True)
+    if unsaved:
+        click.echo(f"debiaskit: {unsaved}", err=True)
+    if failed or unsaved:
         context.exit(1)
 
 
@@ -118,8 +152,8 @@ def _score_chosen(lm: LoadedModel, host: PluginHost, occupations: OccupationSet,
                   keep: float, seed: int, folds: int, batch_size: int, heldout_templates: int,
                   professions: Sequence[Profession]) -> list[dict[str, Any]]:
     """Each method's setting chosen on the dev points, scored as a compare row on the reported jobs."""
-    comparer = Comparer(lm, occupations, family, seed, folds, batch_size=batch_size, heldout_templates=heldout_templates,
-                        professions=professions)
+    comparer = Comparer(lm, occupations, family, seed, folds, batch_size=batch_size,
+                        heldout_templates=heldout_templates, professions=professions)
     comparer.run(BASELINE, host.methods.get("method", BASELINE), {})
     rows = []
     for name, method_class, given, _ in plan:
@@ -130,10 +164,12 @@ def _score_chosen(lm: LoadedModel, host: PluginHost, occupations: OccupationSet,
             closest = (f"; the most retained within the budget: {keeps['knob']}={keeps['value']} "
                        f"({keeps['definitional_retained']:.2f})") if keeps is not None else ""
             rows.append({"method": name, "status": "no setting qualifies",
-                         "error": f"no dev setting has kl <= {budget:g} and definitional_retained >= {keep:g}{closest}"})
+                         "error": f"no dev setting has kl <= {budget:g} and definitional_retained >= "
+                                  f"{keep:g}{closest}"})
             continue
         dev_change = best.get("gap_change_pct")
-        print(f"debiaskit: {name}: chose {best['knob']}={best['value']} on dev (gap change {dev_change:.1f}%); scoring it",
+        print(f"debiaskit: {name}: chose {best['knob']}={best['value']} on dev (gap change {dev_change:.1f}%); "
+              "scoring it",
               file=sys.stderr)
         result = comparer.run(name, method_class, {**given, **best["setting"]})
         rows.append({"method": name, "knob": best["knob"], "value": best["value"], "dev_gap_change_pct": dev_change,
@@ -142,12 +178,13 @@ def _score_chosen(lm: LoadedModel, host: PluginHost, occupations: OccupationSet,
     return rows
 
 
-@click.command("report")
-@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-def report_command(run_dir: Path) -> None:
-    """Write report.md, table.tex, figures/*.png and a self-contained report.html from a `compare --out` or
-    `sweep --out` folder."""
-    try:
-        click.echo(write_report(run_dir))
-    except DebiasKitError as error:
-        raise UserError(str(error)) from None
+def _claim(context: click.Context, out: Path, replace: bool) -> None:
+    """`out` is this sweep's while it runs: writable, locked against a second writer, and holding no other sweep (a
+    `compare --out` folder keeps its files)."""
+    check_writable(out)
+    context.with_resource(run_lock(out))
+    if (out / SWEEP_FILE).is_file():
+        if not replace:
+            raise DebiasKitError(f"{out} already holds a sweep ({SWEEP_FILE}); replace it with --force or pass "
+                                 "another --out")
+        (out / SWEEP_FILE).unlink()

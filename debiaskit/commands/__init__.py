@@ -1,0 +1,1 @@
+"""The `debiaskit` commands, one module each; `support` holds what they share."""
