@@ -17,10 +17,19 @@ from typing import Any
 from debiaskit.errors import DebiasKitError
 from debiaskit.figures import frontier_figure, gap_kl_figure, job_share_figure, selectivity_figure
 from debiaskit.run_dir import (
+    CHOSEN_TEX,
+    FRONTIERS_PNG,
+    GAP_KL_PNG,
+    JOB_SHARES_PNG,
     MANIFEST_FILE,
+    MATCHED_COST_TEX,
     PROMPTS_FILE,
+    REPORT_HTML,
+    REPORT_MD,
+    SELECTIVITY_PNG,
     SUMMARY_FILE,
     SWEEP_FILE,
+    TABLE_TEX,
     atomic_write_text,
     read_frame,
     read_json_object,
@@ -197,28 +206,28 @@ def _write_report(run_dir: Path, summary: dict[str, Any] | None, sweep: dict[str
     assert header is not None
     if summary is not None:
         tables.append(summary_table(summary))
-        atomic_write_text(run_dir / "table.tex", latex(tables[-1]))
+        atomic_write_text(run_dir / TABLE_TEX, latex(tables[-1]))
         prompts = read_frame(run_dir / PROMPTS_FILE)
         if not prompts.empty:
-            found = job_share_figure(prompts, summary, run_dir / "figures" / "job_shares.png")
+            found = job_share_figure(prompts, summary, run_dir / JOB_SHARES_PNG)
             if found:
                 figures.append((found, "Per-job female share without the method (open circles) and with it "
                                        "(filled squares) against the job's percent women."))
-        found = gap_kl_figure(summary, run_dir / "figures" / "gap_kl.png")
+        found = gap_kl_figure(summary, run_dir / GAP_KL_PNG)
         if found:
             figures.append((found, "stereotype_gap with its 95% interval (left) and kl on neutral text (right) "
                                    "per method."))
     if sweep is not None:
         tables.append(matched_cost_table(sweep))
-        atomic_write_text(run_dir / "matched_cost.tex", latex(tables[-1]))
+        atomic_write_text(run_dir / MATCHED_COST_TEX, latex(tables[-1]))
         if sweep.get("chosen"):
             tables.append(chosen_table(sweep))
-            atomic_write_text(run_dir / "chosen.tex", latex(tables[-1]))
-        found = frontier_figure(sweep, run_dir / "figures" / "frontiers.png")
+            atomic_write_text(run_dir / CHOSEN_TEX, latex(tables[-1]))
+        found = frontier_figure(sweep, run_dir / FRONTIERS_PNG)
         if found:
             figures.append((found, "Each swept setting (hollow, labelled with its knob value) and each method's "
                                    "frontier; dotted lines mark the kl budgets."))
-    found = selectivity_figure(summary, sweep, run_dir / "figures" / "selectivity.png")
+    found = selectivity_figure(summary, sweep, run_dir / SELECTIVITY_PNG)
     if found:
         figures.append((found, "Stereotype retained (a_s / a_s(none), x) against definitional retained (y) "
                                "per method (filled) and swept setting (hollow); the star is the ideal corner."))
@@ -228,7 +237,7 @@ def _write_report(run_dir: Path, summary: dict[str, Any] | None, sweep: dict[str
     notice = incomplete_notice(run_dir, summary, sweep)
     md = [f"# {title}", "", *([f"**{notice}**", ""] if notice else []), protocol, ""] + [markdown(t) for t in tables]
     md += [f"![{caption}]({path.relative_to(run_dir).as_posix()})\n\n{caption}\n" for path, caption in figures]
-    atomic_write_text(run_dir / "report.md", "\n".join(md))
+    atomic_write_text(run_dir / REPORT_MD, "\n".join(md))
     images = "".join(f"<figure><img alt='{html.escape(caption)}' "
                      f"src='data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}'>"
                      f"<figcaption>{html.escape(caption)}</figcaption></figure>" for path, caption in figures)
@@ -243,6 +252,6 @@ def _write_report(run_dir: Path, summary: dict[str, Any] | None, sweep: dict[str
             f"<h1>{html.escape(title)}</h1>" + (f"<p><strong>{html.escape(notice)}</strong></p>" if notice else "")
             + f"<p>{html.escape(protocol)}</p>" + "".join(html_table(t) for t in tables)
             + images + "</body></html>\n")
-    atomic_write_text(run_dir / "report.html", page)
-    return run_dir / "report.html"
+    atomic_write_text(run_dir / REPORT_HTML, page)
+    return run_dir / REPORT_HTML
 

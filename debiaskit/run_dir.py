@@ -30,12 +30,13 @@ PROFESSIONS_FILE = "professions.csv"  # per profession and method (the stereotyp
 SWEEP_FILE = "sweep.json"  # what `sweep --out` writes
 RESULT_FILES = {"prompts": PROMPTS_FILE, "controls": CONTROLS_FILE, "professions": PROFESSIONS_FILE}
 # what `debiaskit report` writes from them
-REPORT_MD, REPORT_HTML, FIGURES_DIR = "report.md", "report.html", "figures"
+REPORT_MD, REPORT_HTML = "report.md", "report.html"
 TABLE_TEX, MATCHED_COST_TEX, CHOSEN_TEX = "table.tex", "matched_cost.tex", "chosen.tex"
-FIGURE_FILES = ("job_shares.png", "gap_kl.png", "frontiers.png", "selectivity.png")
-RUN_FILES = (MANIFEST_FILE, SUMMARY_FILE, SUMMARY_CSV_FILE, *RESULT_FILES.values(), SWEEP_FILE, REPORT_MD,
-             REPORT_HTML, TABLE_TEX, MATCHED_COST_TEX, CHOSEN_TEX, *(f"{FIGURES_DIR}/{name}" for name in FIGURE_FILES))
-
+JOB_SHARES_PNG, GAP_KL_PNG = "figures/job_shares.png", "figures/gap_kl.png"
+FRONTIERS_PNG, SELECTIVITY_PNG = "figures/frontiers.png", "figures/selectivity.png"
+# a `compare --out` run and what its report draws from it alone (a sweep's files in the same folder stay)
+COMPARE_FILES = (MANIFEST_FILE, SUMMARY_FILE, SUMMARY_CSV_FILE, *RESULT_FILES.values(), TABLE_TEX, JOB_SHARES_PNG,
+                 GAP_KL_PNG, SELECTIVITY_PNG, REPORT_MD, REPORT_HTML)
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary file beside `path`, then rename: a reader never sees half a file."""
@@ -109,12 +110,13 @@ def frame_digests(frame: pd.DataFrame) -> dict[str, str]:
 
 
 def holds_run(directory: Path) -> bool:
-    return any((directory / name).is_file() for name in (MANIFEST_FILE, SUMMARY_FILE, SWEEP_FILE))
+    """Whether `directory` holds a `compare --out` run."""
+    return any((directory / name).is_file() for name in (MANIFEST_FILE, SUMMARY_FILE))
 
 
 def clear_run(directory: Path) -> None:
-    """Remove the files a previous run and its report wrote (`--force`); anything else in the folder stays."""
-    for name in RUN_FILES:
+    """Remove a previous compare run and what its report drew from it (`--force`); anything else stays."""
+    for name in COMPARE_FILES:
         (directory / name).unlink(missing_ok=True)
 
 

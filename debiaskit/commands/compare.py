@@ -90,7 +90,7 @@ def _compare(context: click.Context, methods: tuple[str, ...], model: str, devic
         check_folds(occupations, plan, folds, seed, in_sample)
         profession_list = professions_from_option(professions)
         if out is not None:
-            claim_run_dir(context, out, replace=force, resuming=previous is not None)
+            _claim(context, out, replace=force, resuming=previous is not None)
         lm = load_model(model, device=device, dtype=dtype)
         manifest = {
             "command": rerun_command(context), "model": model, "device": str(lm.device), "dtype": dtype,
@@ -141,7 +141,7 @@ def _compare(context: click.Context, methods: tuple[str, ...], model: str, devic
         context.exit(1)
 
 
-def claim_run_dir(context: click.Context, out: Path, replace: bool, resuming: bool) -> None:
+def _claim(context: click.Context, out: Path, replace: bool, resuming: bool) -> None:
     """Make `out` this run's, for as long as the command runs: writable, locked against a second writer, and holding
     no other run (a folder that does is refused, or cleared with --force)."""
     check_writable(out)
