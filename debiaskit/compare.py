@@ -229,7 +229,8 @@ class Comparer:
             protocol = f"held-out ({len(folds)}-fold over jobs)"
         else:
             all_jobs = self.occupations.occupations
-            splits = [(-1, all_jobs, {job.name for job in all_jobs})]
+            # a method that does not learn from jobs is given none, so "not fitted on jobs" is enforced, not trusted
+            splits = [(-1, all_jobs if method.uses_jobs() else (), {job.name for job in all_jobs})]
             protocol = "in-sample" if method.uses_jobs() else "not fitted on jobs"
         if self.comparison.heldout_templates:
             protocol += (f", held-out templates ({len(self.comparison.heldout_templates)} "

@@ -28,9 +28,10 @@ DEFAULT_GENERATION_BATCH_SIZE = 64  # rows per forward; the logits of one row ar
 
 def fitted_method(lm: LoadedModel, method_class: type[Method], given: Mapping[str, Any], jobs: Sequence[Occupation],
                   family: TemplateFamily, seed: int) -> Method:
-    """A method created from its options and fitted once on `jobs` (all of them: generation has no held-out split)."""
+    """A method created from its options and fitted once on `jobs` (all of them: generation has no held-out split;
+    none for a method that does not learn from jobs)."""
     method = method_class(**dict(given))
-    method.fit(FitContext(lm, tuple(jobs), family, seed))
+    method.fit(FitContext(lm, tuple(jobs) if method.uses_jobs() else (), family, seed))
     return method
 
 

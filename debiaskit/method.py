@@ -59,7 +59,8 @@ class Method:
         self.settings: dict[str, Any] = resolve_settings(self.name, self.options, given)
 
     def uses_jobs(self) -> bool:
-        """True when `fit` learns from occupation prompts: the host then fits per fold and scores held-out jobs."""
+        """True when `fit` learns from occupation prompts: the host then fits per fold and scores held-out jobs.
+        When False, `FitContext.train_jobs` is empty."""
         return False
 
     def fitted_words(self) -> frozenset[str]:

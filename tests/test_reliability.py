@@ -178,3 +178,21 @@ def test_a_permutation_of_weights_left_in_place_is_found(tiny_lm, host):
     runner.run("none", host.methods.get("method", "none"), {})
     swapped = runner.run("swaps-columns", SwapsUnembedColumns, {})
     assert not swapped.ok and "did not restore them" in swapped.row["error"]
+
+
+class RecordsJobs(Method):
+    """Remembers the jobs it was given; it declares that it does not learn from them."""
+
+    name = "records-jobs"
+    description = "test: what FitContext.train_jobs holds"
+    given: list = []
+
+    def fit(self, context):
+        RecordsJobs.given.append(context.train_jobs)
+
+
+def test_a_method_that_does_not_learn_from_jobs_is_given_none(tiny_lm, host):
+    runner = comparer(tiny_lm, host)
+    runner.run("none", host.methods.get("method", "none"), {})
+    assert runner.run("records-jobs", RecordsJobs, {}).ok
+    assert RecordsJobs.given == [()]
