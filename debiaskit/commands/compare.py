@@ -11,6 +11,7 @@ from debiaskit.commands.support import (
     data_options,
     host_of,
     load_data,
+    lock_out_dir,
     method_options_option,
     model_options,
     package_versions,
@@ -27,7 +28,7 @@ from debiaskit.model import load_model
 from debiaskit.professions import professions_from_option
 from debiaskit.report import write_report
 from debiaskit.resume import check_resumable, data_fingerprint, resume_command, resume_option_callback
-from debiaskit.run_dir import SUMMARY_FILE, check_writable, clear_run, holds_run, run_lock, write_run
+from debiaskit.run_dir import SUMMARY_FILE, clear_run, holds_run, write_run
 from debiaskit.sweep import parse_seeds
 from debiaskit.tables import FORMATS, headline_table, render
 
@@ -144,8 +145,7 @@ def _compare(context: click.Context, methods: tuple[str, ...], model: str, devic
 def _claim(context: click.Context, out: Path, replace: bool, resuming: bool) -> None:
     """Make `out` this run's, for as long as the command runs: writable, locked against a second writer, and holding
     no other run (a folder that does is refused, or cleared with --force)."""
-    check_writable(out)
-    context.with_resource(run_lock(out))
+    lock_out_dir(context, out)
     if resuming or not holds_run(out):
         return
     if not replace:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import click
@@ -19,6 +20,7 @@ from debiaskit.errors import DebiasKitError
 from debiaskit.model import DEVICE_CHOICES, DTYPES, EMBEDDED_MODEL
 from debiaskit.options import parse_assignments, resolve_settings
 from debiaskit.plugin_host import PluginHost, load_plugins
+from debiaskit.run_dir import check_writable, run_lock
 
 VERSIONED_PACKAGES = ("debiaskit", "torch", "transformer-lens", "sae-lens", "transformers", "concept-erasure", "pandas",
                       "numpy")
@@ -92,6 +94,12 @@ professions_option = click.option(
     help="Bolukbasi et al.'s professions.json for the stereotype/factual regression (a_s, a_f): a file, `auto` "
          "(debiaswe/professions.json under $DEBIASKIT_SHARED_DATA or the shared/data folder beside a checkout) "
          "or `none`.")
+
+
+def lock_out_dir(context: click.Context, out: Path) -> None:
+    """`out` is writable and, until this command ends, locked against a second debiaskit run writing there."""
+    check_writable(out)
+    context.with_resource(run_lock(out))
 
 
 def load_data(host: PluginHost, dataset: str, template_family: str) -> tuple[OccupationSet, TemplateFamily]:

@@ -14,6 +14,7 @@ from debiaskit.commands.support import (
     data_options,
     host_of,
     load_data,
+    lock_out_dir,
     method_options_option,
     model_options,
     package_versions,
@@ -30,7 +31,7 @@ from debiaskit.model import LoadedModel, load_model
 from debiaskit.plugin_host import PluginHost
 from debiaskit.professions import Profession, professions_from_option
 from debiaskit.report import write_report
-from debiaskit.run_dir import SWEEP_FILE, check_writable, run_lock, write_json
+from debiaskit.run_dir import SWEEP_FILE, write_json
 from debiaskit.sweep import (
     DEFAULT_BUDGETS,
     DEFAULT_KEEP,
@@ -181,8 +182,7 @@ def _score_chosen(lm: LoadedModel, host: PluginHost, occupations: OccupationSet,
 def _claim(context: click.Context, out: Path, replace: bool) -> None:
     """`out` is this sweep's while it runs: writable, locked against a second writer, and holding no other sweep (a
     `compare --out` folder keeps its files)."""
-    check_writable(out)
-    context.with_resource(run_lock(out))
+    lock_out_dir(context, out)
     if (out / SWEEP_FILE).is_file():
         if not replace:
             raise DebiasKitError(f"{out} already holds a sweep ({SWEEP_FILE}); replace it with --force or pass "
