@@ -10,12 +10,13 @@ import click
 from debiaskit.commands.compare import compare_command
 from debiaskit.commands.generation import generate_command, generation_eval_command
 from debiaskit.commands.info import datasets_command, methods_command, plugins_command
+from debiaskit.commands.lm_eval import lm_eval_command
 from debiaskit.commands.report import report_command
 from debiaskit.commands.support import host_of
 from debiaskit.commands.sweep import sweep_command
 
 BUILT_IN_COMMANDS = (plugins_command, methods_command, datasets_command, compare_command, sweep_command,
-                     report_command, generate_command, generation_eval_command)
+                     report_command, generate_command, generation_eval_command, lm_eval_command)
 
 
 class PluginCommands(click.Group):

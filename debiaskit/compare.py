@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from debiaskit.benchmark_sets import BenchmarkSets, head_noun
 from debiaskit.bootstrap import paired_intervals
 from debiaskit.containment import Interrupts, remove_torch_hooks, torch_hooks, weight_fingerprint
 from debiaskit.controls import build_control_prompts, definitional_columns, shared_token_nouns
@@ -34,24 +35,50 @@ from debiaskit.professions import (
     profession_scores,
     regression_columns,
 )
+from debiaskit.run_dir import OPTIONAL_RESULTS, RESULT_FILES
 from debiaskit.targets import TargetTokens, pronoun_targets, target_tokens
 from debiaskit.word_lists import definitional_nouns, gendered_words
 
 BASELINE = "none"
+Split = tuple[int, tuple[Occupation, ...], set[str]]  # (fold, -1 when not split; training jobs; scored job names)
 DEFAULT_FOLDS = 5
 SEED_SPREAD_COLUMNS = ("stereotype_gap", "gap_change_pct", "definitional_acc", "definitional_retained",
                        "stereotype_retained", "factual_retained", "kl", "kl_gendered", "agreement_acc",
                        "agreement_share")
 
 
+class ResultFrames:
+    """A method's scored sets, keyed as `run_dir.RESULT_FILES`: what each row was computed from."""
+
+    results: dict[str, pd.DataFrame]
+
+    @property
+    def frame(self) -> pd.DataFrame | None:
+        return self.results.get("prompts")  # the occupation prompts
+
+    @property
+    def control(self) -> pd.DataFrame | None:
+        return self.results.get("controls")  # the definitional control prompts
+
+    @property
+    def professions(self) -> pd.DataFrame | None:
+        return self.results.get("professions")  # the profession prompts of the stereotype/factual regression
+
+    @property
+    def crows(self) -> pd.DataFrame | None:
+        return self.results.get("crows")  # CrowS-Pairs' gender pairs (with --benchmarks crows)
+
+    @property
+    def winogender(self) -> pd.DataFrame | None:
+        return self.results.get("winogender")  # WinoGender's sentences (with --benchmarks winogender)
+
+
 @dataclass
-class MethodRun:
-    """One method's outcome: its table row, and its per-prompt frame when it succeeded."""
+class MethodRun(ResultFrames):
+    """One method's outcome: its table row, and its scored sets when it succeeded."""
 
     row: dict[str, Any]
-    frame: pd.DataFrame | None = None
-    control: pd.DataFrame | None = None  # the definitional control prompts, scored with the method applied
-    professions: pd.DataFrame | None = None  # the profession prompts of the stereotype/factual regression
+    results: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -78,8 +105,15 @@ class Comparison:
         return [run.row for run in self.runs]
 
     def frame(self) -> pd.DataFrame:
-        frames = [run.frame for run in self.runs if run.frame is not None]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        return self.result_frames().get("prompts", pd.DataFrame())
+
+    def result_frames(self) -> dict[str, pd.DataFrame]:
+        """Per kind of scored set (`run_dir.RESULT_FILES`), every method's rows; empty when no method has it, and
+        left out then when the kind is optional (the benchmarks)."""
+        return {kind: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+                for kind in RESULT_FILES
+                for frames in [[run.results[kind] for run in self.runs if kind in run.results]]
+                if frames or kind not in OPTIONAL_RESULTS}
 
     def header(self) -> dict[str, Any]:
         return {"model": self.model, "dataset": self.dataset, "templates": self.templates, "device": self.device,
@@ -89,27 +123,17 @@ class Comparison:
                 "seeds": list(self.seeds),
                 "skipped_target_variants": list(self.targets.skipped_variants), **self.selectivity}
 
-    def control_frame(self) -> pd.DataFrame:
-        frames = [run.control for run in self.runs if run.control is not None]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-    def profession_frame(self) -> pd.DataFrame:
-        frames = [run.professions for run in self.runs if run.professions is not None]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
 
 @dataclass
-class Scored:
+class Scored(ResultFrames):
     """A method scored on every prompt set (over its folds): per-prompt frames, costs, fitted details."""
 
-    frame: pd.DataFrame
-    control: pd.DataFrame
-    professions: pd.DataFrame | None
+    results: dict[str, pd.DataFrame]
     cost: NeutralCost
     gendered: GenderedCost
     details: dict[str, Any]
     protocol: str
-    professions_left_out: int
+    left_out: dict[str, int]  # per kind of scored set, how many of its items this method could not be scored on
 
 
 class Comparer:
@@ -118,10 +142,11 @@ class Comparer:
     def __init__(self, lm: LoadedModel, occupations: OccupationSet, family: TemplateFamily, seed: int = 0,
                  n_folds: int = DEFAULT_FOLDS, in_sample: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
                  bootstrap: int = 0, seeds: Sequence[int] = (), heldout_templates: int = 0,
-                 professions: Sequence[Profession] = ()) -> None:
+                 professions: Sequence[Profession] = (), benchmarks: BenchmarkSets | None = None) -> None:
         """`bootstrap`: resamples for the intervals (0 = none); `seeds`: further seeds a method with a random step
         is rerun with (its spread is reported); `heldout_templates`: fit on the other templates, score on these many;
-        `professions`: Bolukbasi et al.'s professions for the stereotype/factual regression (none: no such columns)."""
+        `professions`: Bolukbasi et al.'s professions for the stereotype/factual regression (none: no such columns);
+        `benchmarks`: CrowS-Pairs and WinoGender, scored in every row (none: no such columns)."""
         self.lm, self.occupations, self.family = lm, occupations, family
         self.seed, self.in_sample, self.batch_size = seed, in_sample, batch_size
         self.n_folds, self.bootstrap = n_folds, bootstrap
@@ -134,13 +159,15 @@ class Comparer:
         profession_templates = spread(scored_templates, PROFESSION_TEMPLATES)
         self.profession_prompts = (build_profession_prompts(professions, family, profession_templates)
                                    if professions else None)
+        self.benchmarks = benchmarks or BenchmarkSets()
         self.neutral = NeutralText(lm)
         self.gendered = GenderedText(lm, pronoun_targets(lm.tokenizer))
         selectivity = {"control_nouns": len(nouns),
                        "control_token_overlap": shared_token_nouns(lm.tokenizer, nouns, gendered_words().words()),
                        "professions": len(professions),
                        "profession_templates": profession_templates if professions else [],
-                       "gendered_text_pronouns": self.gendered.n_pronouns}
+                       "gendered_text_pronouns": self.gendered.n_pronouns,
+                       "benchmarks": list(self.benchmarks.names())}
         self.comparison = Comparison(lm.name, occupations.name, family.name, str(lm.device), seed, n_folds, in_sample,
                                      self.targets,
                                      heldout_templates=tuple(scored_templates) if heldout_templates else (),
@@ -197,11 +224,11 @@ class Comparer:
         method = method_class(**dict(given))
         scored = self._score(name, method, self.seed)
         if name == BASELINE:
-            self._baseline = MethodRun({}, scored.frame, scored.control, scored.professions)
+            self._baseline = MethodRun({}, scored.results)
         row = self._row(name, scored)
         if self.extra_seeds and (method.random_fit or method.uses_jobs()):
             row.update(self._seed_spread(name, method_class, given, row))
-        return MethodRun(row, scored.frame, scored.control, scored.professions)
+        return MethodRun(row, scored.results)
 
     def _failed(self, name: str, error: BaseException) -> MethodRun:
         if isinstance(error, SystemExit):
@@ -221,7 +248,7 @@ class Comparer:
             self._baseline = run
         self.comparison.runs.append(run)
 
-    def _splits(self, method: Method, seed: int) -> tuple[list[tuple[int, tuple[Occupation, ...], set[str]]], str]:
+    def _splits(self, method: Method, seed: int) -> tuple[list[Split], str]:
         """(fold, training jobs, scored job names) per fit, and the protocol that says so."""
         if method.uses_jobs() and not self.in_sample:
             folds = self.folds if seed == self.seed else job_folds(self.occupations.occupations, self.n_folds, seed)
@@ -237,24 +264,26 @@ class Comparer:
                          f"of {len(self.family.templates)})")
         return splits, protocol
 
-    def _professions_of_fold(self, method: Method,
-                             splits: Sequence[tuple[int, tuple[Occupation, ...], set[str]]]
-                             ) -> tuple[list[set[str]], int]:
-        """Per split, the professions it scores, and how many are left out. Over folds each profession is scored once:
-        a profession that is a job by the fold that holds it out, any other by one fold in turn. Left out: a fit word of
-        the method, and a job it was fitted on in-sample."""
-        if self.profession_prompts is None:
-            return [set() for _ in splits], 0
-        names = list(dict.fromkeys(self.profession_prompts["profession"]))
+    def _spread_over_folds(self, names: Sequence[str], method: Method, splits: Sequence[Split]
+                           ) -> tuple[list[set[str]], int]:
+        """Per split, which of `names` (professions, WinoGender occupations) it scores, and how many are left out.
+        Over folds each is scored once: one that shares a head noun with jobs ("teacher", "kindergarten teacher")
+        by the fold that holds all those jobs out, any other by one fold in turn. Left out: a fit word of the
+        method, one whose jobs no single fold holds out, and one like a job the method was fitted on in-sample."""
         left_out = set(method.fitted_words())
+        job_heads = {head_noun(job.name) for job in self.occupations.occupations}
         if method.uses_jobs() and self.in_sample:
-            left_out |= {job.name for job in self.occupations.occupations}
+            left_out |= {name for name in names if head_noun(name) in job_heads}
+        if len(splits) > 1:
+            holders = {head: {index for index, (_, _, scored) in enumerate(splits)
+                              if any(head_noun(job) == head for job in scored)} for head in job_heads}
+            left_out |= {name for name in names if len(holders.get(head_noun(name), {0})) > 1}
         kept = [name for name in names if name not in left_out]
         if len(splits) == 1:
             return [set(kept)], len(names) - len(kept)
-        held_by = {job: index for index, (_, _, scored) in enumerate(splits) for job in scored}
-        others = [name for name in kept if name not in held_by]
-        assigned = [{name for name in kept if held_by.get(name) == index} | set(others[index::len(splits)])
+        held_by = {head: next(iter(folds)) for head, folds in holders.items() if len(folds) == 1}
+        others = [name for name in kept if head_noun(name) not in held_by]
+        assigned = [{name for name in kept if held_by.get(head_noun(name)) == index} | set(others[index::len(splits)])
                     for index in range(len(splits))]
         return assigned, len(names) - len(kept)
 
@@ -263,9 +292,13 @@ class Comparer:
             self._baseline_cost = self.neutral.record_baseline()
             self._baseline_gendered = self.gendered.record_baseline()
         splits, protocol = self._splits(method, seed)
-        profession_sets, left_out = self._professions_of_fold(method, splits)
+        profession_names = (list(dict.fromkeys(self.profession_prompts["profession"]))
+                            if self.profession_prompts is not None else [])
+        profession_sets, professions_left_out = self._spread_over_folds(profession_names, method, splits)
+        occupation_sets, occupations_left_out = self._spread_over_folds(self.benchmarks.occupations(), method, splits)
         controls = self.control_prompts[~self.control_prompts["noun"].isin(method.fitted_words())]
-        frames, control_frames, profession_frames, costs, gendered, details = [], [], [], [], [], []
+        parts: dict[str, list[pd.DataFrame]] = {}
+        costs, gendered, details = [], [], []
         for index, (fold, train_jobs, scored_jobs) in enumerate(splits):
             method.fit(FitContext(self.lm, tuple(train_jobs), self.fit_family, seed))
             prompts = self.prompts[self.prompts["job"].isin(scored_jobs)]
@@ -285,19 +318,26 @@ class Comparer:
                                                      self.batch_size, f"{label}{part}")
                     return frame.assign(method=name, fold=fold, p_male=p_male, p_female=p_female)
 
-                frames.append(scored(prompts, ""))
-                control_frames.append(scored(fold_controls, " control").assign(seed=seed))
+                fold_parts = {"prompts": scored(prompts, ""),
+                              "controls": scored(fold_controls, " control").assign(seed=seed)}
                 if fold_professions is not None:
-                    profession_frames.append(scored(fold_professions, " professions"))
+                    fold_parts["professions"] = scored(fold_professions, " professions")
+                benchmark_parts = self.benchmarks.score(self.lm, transform, self.batch_size, index, len(splits),
+                                                        occupation_sets[index])
+                fold_parts.update({kind: frame.assign(method=name, fold=fold)
+                                   for kind, frame in benchmark_parts.items()})
                 costs.append(self.neutral.cost(transform))
                 gendered.append(self.gendered.cost(transform))
+            for kind, frame in fold_parts.items():
+                parts.setdefault(kind, []).append(frame)
             details.append(method.details())
         cost = NeutralCost(kl=float(np.mean([c.kl for c in costs])), nll=float(np.mean([c.nll for c in costs])))
         gendered_cost = GenderedCost(*(float(np.mean([getattr(c, f.name) for c in gendered]))
                                        for f in fields(GenderedCost)))
-        return Scored(pd.concat(frames).sort_index(), pd.concat(control_frames, ignore_index=True),
-                      pd.concat(profession_frames, ignore_index=True) if profession_frames else None,
-                      cost, gendered_cost, _merge_details(details), protocol, left_out)
+        results = {kind: pd.concat(frames, ignore_index=kind != "prompts") for kind, frames in parts.items()}
+        results["prompts"] = results["prompts"].sort_index()
+        return Scored(results, cost, gendered_cost, _merge_details(details), protocol,
+                      {"professions": professions_left_out, "winogender": occupations_left_out})
 
     def _seed_spread(self, name: str, method_class: type[Method], given: Mapping[str, Any],
                      row: dict[str, Any]) -> dict[str, Any]:
@@ -329,7 +369,10 @@ class Comparer:
                 raise DebiasKitError("the baseline's professions were scored on other templates; rerun both together")
             row.update(regression_columns(profession_scores(baseline.professions),
                                           profession_scores(scored.professions), resamples, self.seed))
-            row["professions_left_out"] = scored.professions_left_out
+            row["professions_left_out"] = scored.left_out["professions"]
+        if self.benchmarks.names():
+            row.update(self.benchmarks.columns(baseline.results, scored.results, scored.left_out["winogender"],
+                                               resamples, self.seed))
         row.update({"kl": scored.cost.kl, "ppl_ratio": ppl_ratio(scored.cost.nll, self._baseline_cost.nll),
                     "kl_gendered": scored.gendered.kl, "agreement_acc": scored.gendered.agreement_acc,
                     "agreement_share": scored.gendered.agreement_share})
@@ -347,11 +390,11 @@ def run_comparison(lm: LoadedModel, occupations: OccupationSet, family: Template
                    n_folds: int = DEFAULT_FOLDS, in_sample: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
                    on_result: Callable[[Comparison, MethodRun], None] | None = None, bootstrap: int = 0,
                    seeds: Sequence[int] = (), heldout_templates: int = 0, finished: Sequence[MethodRun] = (),
-                   professions: Sequence[Profession] = ()) -> Comparison:
+                   professions: Sequence[Profession] = (), benchmarks: BenchmarkSets | None = None) -> Comparison:
     """Score `methods` (name, class, options); the baseline runs first whether or not it is listed. A method among
     `finished` (read back by `compare --resume`) keeps its results and is not run again."""
     comparer = Comparer(lm, occupations, family, seed, n_folds, in_sample, batch_size, bootstrap, seeds,
-                        heldout_templates, professions)
+                        heldout_templates, professions, benchmarks)
     names = [name for name, _, _ in methods]
     if BASELINE not in names:
         raise ValueError(f"run_comparison needs the {BASELINE!r} method among `methods`")

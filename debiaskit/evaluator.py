@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from debiaskit.data import Occupation, TemplateFamily, project_data_dir
+from debiaskit.errors import DebiasKitError
 from debiaskit.method import LogitsTransform
 from debiaskit.metrics import kl_per_position
 from debiaskit.model import Batch, LoadedModel
@@ -53,7 +54,7 @@ def next_token_logits(lm: LoadedModel, sequences: Sequence[Sequence[int]], trans
             batch = lm.make_batch([sequences[i] for i in rows])
             logits = lm.run(batch)
             if transform is not None:
-                logits = transform(logits, batch.tokens)
+                logits = transform(logits, batch)
             last = logits[:, -1].float().cpu()
             for position, row in enumerate(rows):
                 results[row] = last[position]
@@ -77,10 +78,10 @@ def next_token_log_probs(lm: LoadedModel, sequences: Sequence[Sequence[int]], tr
     out = []
     with torch.no_grad():
         for start in range(0, len(sequences), batch_size):
-            batch = lm.make_batch(sequences[start:start + batch_size])
+            batch = lm.make_batch(sequences[start:start + batch_size], score_every_position=True)
             logits = lm.run(batch)
             if transform is not None:
-                logits = transform(logits, batch.tokens)
+                logits = transform(logits, batch)
             valid = (batch.attention_mask[:, :-1] * batch.attention_mask[:, 1:]).bool().cpu()
             out.append((batch, torch.log_softmax(logits[:, :-1].float(), dim=-1).cpu(), valid))
     return out
@@ -146,3 +147,55 @@ class NeutralText(BaselineText[NeutralCost]):
             nll_sum += float(nll[valid].double().sum())
             count += int(valid.sum())
         return NeutralCost(kl=kl_sum / count, nll=nll_sum / count)
+
+
+def continuation_log_likelihoods(lm: LoadedModel, sequences: Sequence[Sequence[int]],
+                                 continuation_lengths: Sequence[int], transform: LogitsTransform | None,
+                                 batch_size: int = DEFAULT_BATCH_SIZE,
+                                 label: str = "log-likelihood") -> tuple[np.ndarray, np.ndarray]:
+    """Per token sequence (anchor first), in input order: the log-probability (float64 [n]) of its last
+    `continuation_lengths[i]` tokens, each given every token before it, and whether each of those tokens is its
+    prediction's argmax (bool [n]: greedy decoding from the rest would produce them).
+
+    Batched as `next_token_logits` (sorted by length, left-padded); the target log-probs are gathered inside the
+    batch loop, so only one batch's logits are ever held. log p = logit - logsumexp(logits), after the transform.
+    """
+    if len(continuation_lengths) != len(sequences):
+        raise DebiasKitError(f"{len(continuation_lengths)} continuation lengths for {len(sequences)} sequences")
+    for sequence, length in zip(sequences, continuation_lengths):
+        if not 0 <= length < len(sequence):
+            raise DebiasKitError(f"cannot score the last {length} tokens of a {len(sequence)}-token sequence: the "
+                                 "anchor token is never scored, so at most all but the first")
+    longest = max((len(s) for s in sequences), default=0)
+    if longest > lm.model.cfg.n_ctx:
+        raise DebiasKitError(f"a sequence of {longest} tokens is longer than {lm.name} takes ({lm.model.cfg.n_ctx})")
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    log_likelihoods = np.zeros(len(sequences))
+    greedy = np.ones(len(sequences), dtype=bool)
+    starts = range(0, len(order), batch_size)
+    with torch.no_grad():
+        for start in tqdm(starts, desc=label, file=sys.stderr, leave=False, disable=len(starts) < 2):
+            rows = order[start:start + batch_size]
+            batch = lm.make_batch([sequences[i] for i in rows], score_every_position=True)
+            logits = lm.run(batch)
+            if transform is not None:
+                logits = transform(logits, batch)
+            logits = logits[:, :-1].float()  # [batch, pos-1, vocab]: logits[:, i] predicts tokens[:, i + 1]
+            targets = batch.tokens[:, 1:]
+            token_log_probs = (logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+                               - torch.logsumexp(logits, dim=-1)).double()
+            lengths = torch.tensor([continuation_lengths[i] for i in rows], device=targets.device)
+            scored = torch.arange(targets.shape[1], device=targets.device) >= targets.shape[1] - lengths.unsqueeze(1)
+            sums = torch.where(scored, token_log_probs, 0.0).sum(-1).cpu().numpy()
+            argmax_hit = ((logits.argmax(-1) == targets) | ~scored).all(-1).cpu().numpy()
+            log_likelihoods[rows] = sums
+            greedy[rows] = argmax_hit
+    return log_likelihoods, greedy
+
+
+def sequence_log_likelihoods(lm: LoadedModel, sequences: Sequence[Sequence[int]], transform: LogitsTransform | None,
+                             batch_size: int = DEFAULT_BATCH_SIZE, label: str = "log-likelihood") -> np.ndarray:
+    """float64 [n], in input order: for each token sequence (anchor first), sum over t >= 1 of
+    log p(token_t | tokens_<t), with the transform applied to the logits; padding is never scored."""
+    return continuation_log_likelihoods(lm, sequences, [len(s) - 1 for s in sequences], transform, batch_size,
+                                        label)[0]

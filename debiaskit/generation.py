@@ -1,7 +1,7 @@
 """Sampling continuations with a method applied, and the gendered words counted in them.
 
 Every step runs a full forward through `LoadedModel.run` (no key-value cache), so activation hooks see the whole
-sequence with `lm.editable` set exactly as when the evaluator scores; an applied method's logits transform gets
+sequence with `lm.running` set exactly as when the evaluator scores; an applied method's logits transform gets
 the logits of every position and the last one is sampled. The N samples of every prompt run as one batch.
 """
 
@@ -84,10 +84,10 @@ def _sample_batch(lm: LoadedModel, starts: Sequence[Sequence[int]], transform: L
         for step in range(uniforms.shape[1]):
             if not running:
                 break
-            batch = lm.make_batch([sequences[row] for row in running])
+            batch = lm.make_batch([sequences[row] for row in running], [len(new_tokens[row]) for row in running])
             logits = lm.run(batch)  # [batch, pos, vocab]
             if transform is not None:
-                logits = transform(logits, batch.tokens)
+                logits = transform(logits, batch)
             step_uniforms = uniforms[running, step].to(logits.device)
             chosen = _next_tokens(logits[:, -1], temperature, step_uniforms).tolist()
             still_running = []

@@ -21,10 +21,10 @@ from debiaskit.options import Option, resolve_settings
 
 if TYPE_CHECKING:
     from debiaskit.data import Occupation, TemplateFamily
-    from debiaskit.model import LoadedModel
+    from debiaskit.model import Batch, LoadedModel
 
-# (logits [batch, pos, vocab], tokens [batch, pos]) -> logits; logits[:, i] predicts the token after tokens[:, : i + 1]
-LogitsTransform = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# (logits [batch, pos, vocab], batch) -> logits; logits[:, i] predicts the token after batch.tokens[:, : i + 1]
+LogitsTransform = Callable[[torch.Tensor, "Batch"], torch.Tensor]
 ActivationHook = tuple[str, Callable[..., Any]]  # (hook point name, TransformerLens hook function)
 
 

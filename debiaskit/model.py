@@ -3,7 +3,7 @@
 Every sequence starts with an anchor token (the tokenizer's BOS). Llama-family models park a huge
 activation on the first position of every sequence (an attention sink, ~100x the norm of the rest in
 SmolLM2); giving every sequence the same first token keeps that sink identical across prompts, and
-`LoadedModel.editable` marks it (and the padding) as a position no intervention may touch.
+`Batch.editable` marks it (and the padding) as a position no intervention may touch.
 """
 
 from __future__ import annotations
@@ -33,11 +33,16 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 @dataclass
 class Batch:
-    """A left-padded batch. `editable` marks the positions interventions may change."""
+    """A left-padded batch. `editable` marks the positions interventions may change; `generated` the tokens the
+    model sampled itself (after the prompt), so a logits transform can tell the user's text from the model's."""
 
     tokens: torch.Tensor  # [batch, pos] long
     attention_mask: torch.Tensor  # [batch, pos] long, 0 on padding
     editable: torch.Tensor  # [batch, pos] bool: real tokens except each row's first (the anchor)
+    generated: torch.Tensor  # [batch, pos] bool: tokens sampled after the prompt (all False when scoring a prompt)
+    # [batch, pos] bool: editable positions whose next-token prediction the caller reads: the last one when scoring
+    # a prompt or sampling, every one on a text whose every next token is scored (the cost texts, log-likelihoods)
+    scored: torch.Tensor
 
     def last_positions(self) -> torch.Tensor:
         return torch.full((self.tokens.shape[0],), self.tokens.shape[1] - 1, device=self.tokens.device)
@@ -51,7 +56,7 @@ class LoadedModel:
     tokenizer: Any
     name: str
     anchor_token_id: int | None
-    editable: torch.Tensor | None = field(default=None, repr=False)  # set for the duration of `run`
+    running: Batch | None = field(default=None, repr=False)  # the batch `run` is running, for hooks to read
 
     @property
     def device(self) -> torch.device:
@@ -67,8 +72,11 @@ class LoadedModel:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return ([self.anchor_token_id] if self.anchor_token_id is not None else []) + list(ids)
 
-    def make_batch(self, sequences: Sequence[Sequence[int]]) -> Batch:
-        """Left-pad token id lists so every row's last token sits in the last column."""
+    def make_batch(self, sequences: Sequence[Sequence[int]], generated_counts: Sequence[int] | None = None,
+                   score_every_position: bool = False) -> Batch:
+        """Left-pad token id lists so every row's last token sits in the last column. `generated_counts[row]` of a
+        row's last tokens were sampled by the model (none when not given); the caller reads the prediction at every
+        editable position when `score_every_position`, else at the last only."""
         if not sequences:
             raise DebiasKitError("cannot build a batch from no sequences")
         width = max(len(s) for s in sequences)
@@ -81,28 +89,50 @@ class LoadedModel:
         editable = attention_mask.bool().clone()
         first_real = width - torch.tensor([len(s) for s in sequences])
         editable[torch.arange(len(sequences)), first_real] = False
-        return Batch(tokens.to(self.device), attention_mask.to(self.device), editable.to(self.device))
+        counts = torch.tensor(list(generated_counts) if generated_counts is not None else [0] * len(sequences))
+        generated = torch.arange(width).unsqueeze(0) >= width - counts.unsqueeze(1)
+        scored = editable.clone() if score_every_position else editable & (torch.arange(width) == width - 1)
+        return Batch(*(part.to(self.device) for part in (tokens, attention_mask, editable, generated, scored)))
 
     def run(self, batch: Batch, **kwargs: Any) -> torch.Tensor:
-        """Logits [batch, pos, vocab] for a left-padded batch, with `editable` visible to hooks."""
-        self.editable = batch.editable
+        """Logits [batch, pos, vocab] for a left-padded batch, with the batch visible to hooks as `running`."""
+        self.running = batch
         try:
             return self.model(batch.tokens, attention_mask=batch.attention_mask, padding_side="left", **kwargs)
         finally:
-            self.editable = None
+            self.running = None
+
+    def _running_part(self, activation: torch.Tensor, part: str) -> torch.Tensor | None:
+        """`part` of the running batch [batch, pos, 1], when `activation` [batch, pos, ...] belongs to it."""
+        batch, pos = activation.shape[0], activation.shape[1]
+        if self.running is not None and self.running.tokens.shape == (batch, pos):
+            return getattr(self.running, part).to(activation.device).unsqueeze(-1)
+        return None
 
     def editable_mask(self, activation: torch.Tensor) -> torch.Tensor:
         """[batch, pos, 1] mask of positions a hook may edit, for an activation [batch, pos, ...].
 
         Outside `run` (SAELens training, a user's own forward) every position but the first is editable.
         """
-        batch, pos = activation.shape[0], activation.shape[1]
-        if self.editable is not None and self.editable.shape == (batch, pos):
-            mask = self.editable
-        else:
-            mask = torch.ones((batch, pos), dtype=torch.bool, device=activation.device)
+        mask = self._running_part(activation, "editable")
+        if mask is None:
+            mask = torch.ones(activation.shape[:2] + (1,), dtype=torch.bool, device=activation.device)
             mask[:, 0] = False
-        return mask.to(activation.device).unsqueeze(-1)
+        return mask
+
+    def scored_mask(self, activation: torch.Tensor) -> torch.Tensor:
+        """[batch, pos, 1] mask of the editable positions whose next-token prediction is read (`Batch.scored`), for
+        a method that edits only where the model predicts. Outside `run`, the last position (never the first)."""
+        mask = self._running_part(activation, "scored")
+        if mask is None:
+            mask = torch.zeros(activation.shape[:2] + (1,), dtype=torch.bool, device=activation.device)
+            mask[:, -1] = activation.shape[1] > 1
+        return mask
+
+    def running_tokens(self, activation: torch.Tensor) -> torch.Tensor | None:
+        """[batch, pos] token ids of the batch `run` is running, when `activation` [batch, pos, ...] belongs to it."""
+        tokens = self._running_part(activation, "tokens")
+        return None if tokens is None else tokens.squeeze(-1)
 
 
 def resolve_device(device: str) -> str:

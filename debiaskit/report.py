@@ -92,6 +92,37 @@ def summary_table(summary: dict[str, Any]) -> Table:
     return Table("Comparison", columns, tuple(rows), level + seeds)
 
 
+def benchmark_table(summary: dict[str, Any]) -> Table | None:
+    """CrowS-Pairs and WinoGender per method (`compare --benchmarks`), beside the occupation prompts' gap change;
+    None when the run scored no benchmark."""
+    names = summary.get("benchmarks") or []
+    if not names:
+        return None
+    columns = ("method", "gap_change_pct",
+               *(("crows_pct_stereotype", "crows_change") if "crows" in names else ()),
+               *(("winogender_gap", "winogender_gap_change_pct", "winogender_bls_corr", "winogender_left_out")
+                 if "winogender" in names else ()))
+    rows = []
+    for row in summary["methods"]:
+        if row.get("status") != "ok":
+            continue
+        cells = {"method": row["method"], "gap_change_pct": _number(row.get("gap_change_pct"), 1),
+                 "crows_pct_stereotype": _interval(row, "crows_pct_stereotype", "crows_pct_stereotype_low",
+                                                   "crows_pct_stereotype_high", 1),
+                 "crows_change": _interval(row, "crows_change", "crows_change_low", "crows_change_high", 1),
+                 "winogender_gap": _number(row.get("winogender_gap"), 3),
+                 "winogender_gap_change_pct": _number(row.get("winogender_gap_change_pct"), 1),
+                 "winogender_bls_corr": _number(row.get("winogender_bls_corr"), 2),
+                 "winogender_left_out": str(row.get("winogender_left_out", ""))}
+        rows.append(tuple(cells[column] for column in columns))
+    return Table("Benchmarks", columns, tuple(rows),
+                 "crows_pct_stereotype: % of CrowS-Pairs gender pairs where the more stereotyping sentence is more "
+                 "likely (50 = no preference; crows_change in points against none); winogender_gap: female share "
+                 "of majority-female minus majority-male WinoGender occupations (its change against none on the "
+                 "same occupations); a WinoGender occupation sharing a head noun with a job the method trained on "
+                 "is scored held out or left out (winogender_left_out). See docs/benchmarks.md")
+
+
 def matched_cost_table(sweep: dict[str, Any]) -> Table:
     budgets, keep = sweep["budgets"], sweep.get("keep")
     kept = [f"gap_reduction_pct_at_kl_{b:g}_keep_{keep:g}" for b in budgets] if keep is not None else []
@@ -207,6 +238,9 @@ def _write_report(run_dir: Path, summary: dict[str, Any] | None, sweep: dict[str
     if summary is not None:
         tables.append(summary_table(summary))
         atomic_write_text(run_dir / TABLE_TEX, latex(tables[-1]))
+        benchmarks = benchmark_table(summary)
+        if benchmarks is not None:
+            tables.append(benchmarks)
         prompts = read_frame(run_dir / PROMPTS_FILE)
         if not prompts.empty:
             found = job_share_figure(prompts, summary, run_dir / JOB_SHARES_PNG)

@@ -54,9 +54,10 @@ class PreviousRun:
     finished: tuple[MethodRun, ...]
 
 
-def data_fingerprint(occupations: OccupationSet, family: TemplateFamily, professions: Sequence[Profession] = ()) -> str:
-    """sha256 of what is scored (the jobs, the templates, the professions, the control nouns and the gendered text): a
-    file edited between runs changes it."""
+def data_fingerprint(occupations: OccupationSet, family: TemplateFamily, professions: Sequence[Profession] = (),
+                     benchmarks: str = "") -> str:
+    """sha256 of what is scored (the jobs, the templates, the professions, the control nouns, the gendered text and
+    the benchmarks' own fingerprint, `BenchmarkSets.fingerprint`): a file edited between runs changes it."""
     content = {"jobs": [[job.name, job.group, job.pct_women] for job in occupations.occupations],
                "templates": list(family.templates), "male_words": list(family.male_words),
                "female_words": list(family.female_words)}
@@ -65,6 +66,8 @@ def data_fingerprint(occupations: OccupationSet, family: TemplateFamily, profess
         content["profession_templates"] = PROFESSION_TEMPLATES
     content["control_nouns"] = [[noun.word, noun.gender] for noun in definitional_nouns()]
     content["gendered_text"] = hashlib.sha256((project_data_dir() / GENDERED_TEXT_FILE).read_bytes()).hexdigest()
+    if benchmarks:
+        content["benchmarks"] = benchmarks
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
 
 
@@ -97,9 +100,8 @@ def read_previous_run(directory: Path, command: click.Command) -> PreviousRun:
             print(f"debiaskit: {name} runs again: its results in {', '.join(changed)} are not what the run recorded "
                   "(cut short or edited)", file=sys.stderr)
             continue
-        professions = _rows_of(frames["professions"], name) if name in actual["professions"] else None
-        finished.append(MethodRun(dict(row), _rows_of(frames["prompts"], name), _rows_of(frames["controls"], name),
-                                  professions))
+        finished.append(MethodRun(dict(row), {kind: _rows_of(frame, name) for kind, frame in frames.items()
+                                              if name in actual[kind]}))
     if finished and finished[0].row["method"] != "none":
         finished = []  # every other row is measured against the baseline: without it nothing can be kept
     return PreviousRun(directory, manifest, parameters, plugins_dir, tuple(finished))

@@ -28,7 +28,11 @@ PROMPTS_FILE = "prompts.csv"  # per prompt and method
 CONTROLS_FILE = "controls.csv"  # per definitional control prompt and method
 PROFESSIONS_FILE = "professions.csv"  # per profession and method (the stereotype/factual regression)
 SWEEP_FILE = "sweep.json"  # what `sweep --out` writes
-RESULT_FILES = {"prompts": PROMPTS_FILE, "controls": CONTROLS_FILE, "professions": PROFESSIONS_FILE}
+CROWS_RESULTS_FILE = "crows_pairs.csv"  # per CrowS-Pairs pair and method (with --benchmarks crows)
+WINOGENDER_RESULTS_FILE = "winogender.csv"  # per WinoGender sentence triple and method (with --benchmarks winogender)
+RESULT_FILES = {"prompts": PROMPTS_FILE, "controls": CONTROLS_FILE, "professions": PROFESSIONS_FILE,
+                "crows": CROWS_RESULTS_FILE, "winogender": WINOGENDER_RESULTS_FILE}
+OPTIONAL_RESULTS = ("crows", "winogender")  # written only by a run that scored them (the others always, maybe empty)
 # what `debiaskit report` writes from them
 REPORT_MD, REPORT_HTML = "report.md", "report.html"
 TABLE_TEX, MATCHED_COST_TEX, CHOSEN_TEX = "table.tex", "matched_cost.tex", "chosen.tex"
@@ -71,9 +75,10 @@ def check_writable(directory: Path) -> None:
 
 def write_run(directory: Path, header: dict[str, Any], rows: Sequence[dict[str, Any]],
               results: dict[str, pd.DataFrame], manifest: dict[str, Any]) -> list[Path]:
-    """Per prompt, control prompt and profession (`results`, keyed as RESULT_FILES), per method (summary.csv,
-    summary.json), and how to rerun (manifest.json, last). The manifest records a digest of each method's summary row
-    and result rows, so that resuming can tell a finished method from one whose files were cut short or edited."""
+    """Per prompt, control prompt, profession and benchmark item (`results`, keyed as RESULT_FILES), per method
+    (summary.csv, summary.json), and how to rerun (manifest.json, last). The manifest records a digest of each
+    method's summary row and result rows, so that resuming can tell a finished method from one whose files were cut
+    short or edited."""
     texts = {RESULT_FILES[kind]: frame.to_csv(index=False) for kind, frame in results.items()}
     digests: dict[str, dict[str, str]] = {row["method"]: {"row": row_digest(jsonable(row))} for row in rows}
     for kind, file_name in RESULT_FILES.items():

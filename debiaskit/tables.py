@@ -24,17 +24,22 @@ SELECTIVITY_COLUMNS = tuple(
                  "definitional_retained", "female_noun_share", "male_noun_share")
     for suffix in ("", "_ci_low", "_ci_high")
 ) + ("professions_scored", "professions_left_out")
+BENCHMARK_COLUMNS = ("crows_pct_stereotype", "crows_pct_stereotype_low", "crows_pct_stereotype_high", "crows_change",
+                     "crows_change_low", "crows_change_high", "crows_loglik_diff", "winogender_gap",
+                     "winogender_gap_change_pct", "winogender_bls_corr", "winogender_female_share",
+                     "winogender_occupations", "winogender_left_out")
+HEADLINE_BENCHMARK_COLUMNS = ("crows_pct_stereotype", "winogender_gap", "winogender_bls_corr")
 TRAILING_COLUMNS = ("protocol", "error")
+HOST_COLUMNS = (*LEADING_COLUMNS, *SELECTIVITY_COLUMNS, *BENCHMARK_COLUMNS, *TRAILING_COLUMNS)
 INTERVAL_COLUMNS = ("gap_ci_low", "gap_ci_high", "change_ci_low", "change_ci_high")
 
 
 def summary_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """Rows in a fixed column order: headline columns, then method-specific ones, then protocol and error."""
     frame = pd.DataFrame(list(rows))
-    host = (*LEADING_COLUMNS, *SELECTIVITY_COLUMNS, *TRAILING_COLUMNS)
-    extra = [c for c in frame.columns if c not in host]
-    ordered = list(dict.fromkeys(c for c in (*LEADING_COLUMNS, *SELECTIVITY_COLUMNS, *extra, *TRAILING_COLUMNS)
-                                 if c in frame.columns))
+    extra = [c for c in frame.columns if c not in HOST_COLUMNS]
+    ordered = list(dict.fromkeys(c for c in (*LEADING_COLUMNS, *SELECTIVITY_COLUMNS, *BENCHMARK_COLUMNS, *extra,
+                                             *TRAILING_COLUMNS) if c in frame.columns))
     return frame[ordered]
 
 
@@ -61,6 +66,7 @@ def headline_table(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> st
     cell), then each method's own columns (layers, latents, probe accuracies) and errors on a line of their own."""
     frame = summary_frame(rows)
     shown = [c for c in LEADING_COLUMNS if c in frame.columns and c not in (*INTERVAL_COLUMNS, *VERDICTS)]
+    shown += [c for c in HEADLINE_BENCHMARK_COLUMNS if c in frame.columns]
     columns = shown[:3] + (["gap_95ci"] if "gap_ci_low" in frame.columns else []) + shown[3:] + ["protocol"]
     cells = []
     for row in rows:
@@ -68,8 +74,7 @@ def headline_table(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> st
         cells.append([_cell(values.get(column)) for column in columns])
     details = []
     for row in rows:
-        own = {k: v for k, v in row.items()
-               if k not in (*LEADING_COLUMNS, *SELECTIVITY_COLUMNS, *TRAILING_COLUMNS) and _cell(v)}
+        own = {k: v for k, v in row.items() if k not in HOST_COLUMNS and _cell(v)}
         if row.get("status") != "ok":
             details.append(f"  {row['method']}: failed: {row.get('error')}")
         elif own:

@@ -8,6 +8,21 @@ classifier beats a constant at predicting Z, and among all such affine edits it 
 chooses what X and Z are (residual stream `blocks.{L}.hook_resid_post` at chosen positions; Z = 1 for female) and
 installs the eraser as a hook.
 
+Where it edits (`edit_positions`) matters as much as where it is fitted: the guarantee holds on the distribution
+the eraser was fitted on, and off it the eraser still subtracts W^+ P W (x - E[X]), which moves any activation
+toward the fit examples' mean along the erased direction. Fitted on gendered words and applied at an occupation
+prompt's last position, that shift is what pushed male-dominated jobs toward "she". `edit_positions`:
+  all    every editable position (the earlier behaviour);
+  last   only where a next-token prediction is read (`LoadedModel.scored_mask`: a prompt's last position when
+         scoring or sampling; every position of the cost texts, whose every prediction is read), the match for
+         `fit_positions=last`;
+  word   only the tokens the eraser was fitted on (the gendered words' tokens, wherever they occur), the match for
+         the default `fit_positions=word` with `concept=definitional`. Not for `concept=occupations`: a job's tokens
+         are not known at edit time, and a held-out job's never were;
+  fitted (the default) where it was fitted: word for `concept=definitional fit_positions=word`, last for
+         `fit_positions=last`, all for `fit_positions=all`, and all for `concept=occupations fit_positions=word`
+         (the one fit whose positions other text does not have; the row's `edit_positions` column says so).
+
 The oracle eraser (`concept_erasure.OracleFitter`) is left out on purpose: it needs each input's concept label
 when it runs, and an occupation prompt has no gender label to give it. Supplying the job group instead would erase
 the very label the stereotype gap is computed from, so its number would measure the leak, not the method.
@@ -15,7 +30,7 @@ the very label the stereotype gap is computed from, so its number would measure 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +53,7 @@ from debiaskit.concepts import POSITIONS, LabelledText, job_examples, read_at_po
 from debiaskit.word_lists import gendered_words
 
 CONCEPTS = ("definitional", "occupations")
+EDIT_POSITIONS = ("fitted", "word", "last", "all")
 PROBE_PAIR_SHARE = 0.4  # of the definitional [female, male] pairs: never fitted on, kept for the probe
 # Layer 4 of SmolLM2's 30, chosen on the dev jobs (54 WinoGender and Bolukbasi occupations disjoint from occupations40)
 # by `debiaskit sweep -m leace --knob 'layers=4;8;12;16;20;24' --dev dev` (sweeps/README.md has the table): gap -24%,
@@ -45,6 +61,14 @@ PROBE_PAIR_SHARE = 0.4  # of the definitional [female, male] pairs: never fitted
 # (0.73, 0.66, 0.66, 0.66, 0.64, 0.11), so the sweep's rule (largest gap reduction within kl 0.02 and the floor) was
 # applied at the highest floor any layer meets, 0.7, which only layer 4 does. The earlier default, layer 20, was chosen
 # on the scored jobs for its gap alone (-66% there) and erased 36% of definitional gender (the old control's gap).
+# edit_positions=fitted (word for the default fit), chosen on the dev jobs by `debiaskit sweep -m leace --knob
+# edit_positions=word,last,all --dev dev` (sweeps/README.md): gap -0.0%, -0.1%, -23.7%; definitional_retained 1.00,
+# 1.00, 0.73; kl 0.000, 0.007, 0.007; kl_gendered 0.002, 0.021, 0.021. Within kl 0.02 and the 0.9 floor the rule's
+# pick is last by 0.12 points of gap, far inside the noise; word costs a thirteenth of its kl_gendered and erases
+# where the eraser was fitted (where LEACE's guarantee holds), so the tie goes to word. Fitted on gendered words and
+# applied where they are, the eraser leaves the occupational stereotype as it is: its earlier -66% and -14% came
+# from editing positions it was not fitted on (`all`), where its mean shift moves every job toward the fit words'
+# mean. Layer 4 was chosen with `all`.
 LAYERS_OPTION = Option("layers", tuple, (4,), "erase the residual stream after these blocks (blocks.L.hook_resid_post)")
 
 
@@ -68,6 +92,9 @@ class LeaceErasure(Method):
                choices=CONCEPTS),
         Option("fit_positions", str, "word", "positions fitted on: the gendered word's (or job's) tokens, all, or last",
                choices=POSITIONS),
+        Option("edit_positions", str, "fitted", "positions erased: the kind it was fitted on (fitted), the fitted "
+                                                "tokens (word), where a prediction is read (last), or all",
+               choices=EDIT_POSITIONS),
         Option("blend", float, 1.0, "0 = unchanged, 1 = full erasure: x - blend * (x - eraser(x))",
                minimum=0, maximum=1),
     )
@@ -77,7 +104,15 @@ class LeaceErasure(Method):
     def __init__(self, **given: Any) -> None:
         super().__init__(**given)
         self.layers = tuple(sorted(set(self.settings["layers"])))
+        if self.settings["edit_positions"] == "word" and self.settings["concept"] == "occupations":
+            raise DebiasKitError("leace.edit_positions=word needs concept=definitional: the fitted tokens of "
+                                 "concept=occupations are jobs, unknown at edit time; use edit_positions=last or all")
+        self.edit = self.settings["edit_positions"]
+        if self.edit == "fitted":
+            fit = self.settings["fit_positions"]
+            self.edit = "all" if fit == "word" and self.settings["concept"] == "occupations" else fit
         self.erasers: dict[int, LeaceEraser] = {}
+        self.edited_tokens: torch.Tensor | None = None  # edit_positions=word: the fitted positions' token ids
         self.probe: dict[str, float] = {}
 
     def uses_jobs(self) -> bool:
@@ -103,7 +138,11 @@ class LeaceErasure(Method):
             examples = job_examples(lm, context.train_jobs, context.templates, positions)
         else:
             examples = fit_words
-        self.erasers = fit_erasers(lm, examples, self.layers, blend)
+        if self.edit == "word":
+            self.edited_tokens = fitted_token_ids(examples)
+        where = edit_positions(lm, self.edit, self.edited_tokens)
+        self.erasers = fit_erasers(lm, examples, self.layers, blend, where)
+        # the probe checks the erasers themselves, applied at every position it reads, whatever edit_positions is
         test_words = word_pair_examples(lm, test_pairs, vocabulary.fit_contexts, positions)
         self.probe = verify(lm, fit_words, test_words, self.layers, erasure_hooks(lm, self.erasers, blend))
 
@@ -111,39 +150,71 @@ class LeaceErasure(Method):
     def apply(self, lm: LoadedModel) -> Iterator[Intervention]:
         if not self.erasers:
             raise DebiasKitError("leace was applied before it was fitted; call fit() first")
-        with hooked(lm, erasure_hooks(lm, self.erasers, self.settings["blend"])):
+        where = edit_positions(lm, self.edit, self.edited_tokens)
+        with hooked(lm, erasure_hooks(lm, self.erasers, self.settings["blend"], where)):
             yield Intervention()
 
     def details(self) -> dict[str, Any]:
-        return {"layers": ",".join(str(layer) for layer in self.layers), **self.probe}
+        return {"layers": ",".join(str(layer) for layer in self.layers), "edit_positions": self.edit, **self.probe}
 
 
-def fit_erasers(lm: LoadedModel, examples: Sequence[LabelledText], layers: Sequence[int],
-                blend: float) -> dict[int, LeaceEraser]:
+def fit_erasers(lm: LoadedModel, examples: Sequence[LabelledText], layers: Sequence[int], blend: float,
+                where: PositionMask | None = None) -> dict[int, LeaceEraser]:
     """One eraser per layer, fitted in float64. Layers are fitted in order, each on activations already erased
-    upstream, so a later eraser sees what the model gives it when all of them are applied."""
+    upstream at the positions `where` marks, so a later eraser sees what the model gives it when all of them are
+    applied."""
     erasers: dict[int, LeaceEraser] = {}
     for layer in sorted(layers):
-        data = collect(lm, examples, [layer], erasure_hooks(lm, erasers, blend))[layer]
+        data = collect(lm, examples, [layer], erasure_hooks(lm, erasers, blend, where))[layer]
         fitter = LeaceFitter(data.values.shape[1], 1, dtype=torch.float64)
         erasers[layer] = fitter.update(data.values, data.labels.unsqueeze(1)).eraser
     return erasers
 
 
-def erasure_hooks(lm: LoadedModel, erasers: dict[int, LeaceEraser], blend: float) -> list[tuple[str, Any]]:
-    return [(resid_hook_name(layer), erasure_hook(lm, eraser, blend)) for layer, eraser in erasers.items()]
+PositionMask = Callable[[torch.Tensor], torch.Tensor]  # activation [batch, pos, d] -> [batch, pos, 1] bool
 
 
-def erasure_hook(lm: LoadedModel, eraser: LeaceEraser, blend: float):
-    """A hook that moves every editable position `blend` of the way to its erased value; the anchor and padding
-    keep their exact values. Fitted in float64, applied in float32 on the model's device."""
+def fitted_token_ids(examples: Sequence[LabelledText]) -> torch.Tensor:
+    """The distinct token ids at the examples' fitted positions."""
+    return torch.tensor(sorted({example.tokens[i] for example in examples for i in example.positions}))
+
+
+def edit_positions(lm: LoadedModel, setting: str, edited_tokens: torch.Tensor | None) -> PositionMask:
+    """The mask of positions the eraser edits for `edit_positions=setting` (module docstring); never the anchor
+    or padding."""
+    if setting == "all":
+        return lm.editable_mask
+    if setting == "last":
+        return lm.scored_mask
+    if edited_tokens is None:
+        raise DebiasKitError("leace.edit_positions=word: the eraser was fitted without recording its tokens")
+
+    def at_fitted_tokens(resid: torch.Tensor) -> torch.Tensor:
+        tokens = lm.running_tokens(resid)
+        if tokens is None:  # a forward outside LoadedModel.run: its tokens are unknown, so nothing is edited
+            return torch.zeros(resid.shape[:2] + (1,), dtype=torch.bool, device=resid.device)
+        return lm.editable_mask(resid) & torch.isin(tokens, edited_tokens.to(tokens.device)).unsqueeze(-1)
+
+    return at_fitted_tokens
+
+
+def erasure_hooks(lm: LoadedModel, erasers: dict[int, LeaceEraser], blend: float,
+                  where: PositionMask | None = None) -> list[tuple[str, Any]]:
+    return [(resid_hook_name(layer), erasure_hook(lm, eraser, blend, where or lm.editable_mask))
+            for layer, eraser in erasers.items()]
+
+
+def erasure_hook(lm: LoadedModel, eraser: LeaceEraser, blend: float, where: PositionMask):
+    """A hook that moves the positions `where` marks `blend` of the way to their erased value; every other
+    position (the anchor and padding always) keeps its exact value. Fitted in float64, applied in float32 on the
+    model's device."""
     device = lm.device
     on_device = LeaceEraser(eraser.proj_left.to(device, torch.float32), eraser.proj_right.to(device, torch.float32),
                             None if eraser.bias is None else eraser.bias.to(device, torch.float32))
 
     def erase(resid: torch.Tensor, hook: Any) -> torch.Tensor:  # resid [batch, pos, d_model]
         moved = resid.float() + blend * (on_device(resid.float()) - resid.float())
-        return torch.where(lm.editable_mask(resid), moved.to(resid.dtype), resid)
+        return torch.where(where(resid), moved.to(resid.dtype), resid)
 
     return erase
 

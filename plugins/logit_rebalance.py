@@ -21,10 +21,12 @@ logits (Z cancels), in float64:
 
 A position where either group has zero probability is left as it is: an empty group cannot be scaled up.
 
-counter_balance: q moves against the gendered tokens already in the sequence. With f and m the female and male
-tokens among tokens[:, : i + 1] (what position i's prediction follows), q = (m + 1) / (f + m + 2): 1/2 with no
-history, 2/3 after one male token, back to 1/2 after one of each (a Laplace-smoothed mirror of the history).
-Padding and the anchor are special tokens, which never belong to a group, so they are never counted.
+counter_balance: q moves against the gendered tokens the model has already generated. With f and m the female and
+male tokens it sampled among tokens[:, : i + 1] (what position i's prediction follows; `Batch.generated` marks them),
+q = (m + 1) / (f + m + 2): 1/2 before it has said any, 2/3 after one male token, back to 1/2 after one of each (a
+Laplace-smoothed mirror of its own history). The prompt's words are never counted: "The king said that" is the
+user's text, and answering it with "she" would only be a wrong answer, not balance. Padding and the anchor are
+special tokens, which never belong to a group, so they are never counted either.
 
 Token groups come from word lists (datasets/gendered_tokens.json, or the file named by the `words` option): each
 word's leading-space lower-case and capitalised spellings (as the evaluator's target words), single tokens only.
@@ -45,6 +47,7 @@ from typing import Any
 import torch
 
 from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, hookimpl
+from debiaskit.model import Batch
 from debiaskit.targets import target_tokens, word_variants
 from debiaskit.word_lists import GenderedWordLists, read_gendered_word_lists
 
@@ -100,27 +103,29 @@ def rebalance(logits: torch.Tensor, female_ids: torch.Tensor, male_ids: torch.Te
     return balanced
 
 
-def counter_balanced_female_target(tokens: torch.Tensor, female_ids: torch.Tensor,
+def counter_balanced_female_target(tokens: torch.Tensor, generated: torch.Tensor, female_ids: torch.Tensor,
                                    male_ids: torch.Tensor) -> torch.Tensor:
-    """[batch, pos] q = (m + 1) / (f + m + 2), counting female (f) and male (m) tokens in tokens[:, : i + 1]."""
-    female_so_far = torch.isin(tokens, female_ids).cumsum(-1).double()
-    male_so_far = torch.isin(tokens, male_ids).cumsum(-1).double()
+    """[batch, pos] q = (m + 1) / (f + m + 2), counting the female (f) and male (m) tokens in tokens[:, : i + 1]
+    that are `generated` [batch, pos] (sampled by the model, not the prompt's)."""
+    female_so_far = (torch.isin(tokens, female_ids) & generated).cumsum(-1).double()
+    male_so_far = (torch.isin(tokens, male_ids) & generated).cumsum(-1).double()
     return (male_so_far + 1) / (female_so_far + male_so_far + 2)
 
 
 @dataclass(frozen=True)
 class Rebalancer:
-    """The logits transform: (logits [batch, pos, vocab], tokens [batch, pos]) -> rebalanced logits."""
+    """The logits transform: (logits [batch, pos, vocab], batch) -> rebalanced logits."""
 
     female_ids: torch.Tensor  # [n_female] long
     male_ids: torch.Tensor  # [n_male] long
     strength: float
     counter_balance: bool
 
-    def __call__(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def __call__(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         female_ids, male_ids = self.female_ids.to(logits.device), self.male_ids.to(logits.device)
         if self.counter_balance:
-            target = counter_balanced_female_target(tokens.to(logits.device), female_ids, male_ids)
+            target = counter_balanced_female_target(batch.tokens.to(logits.device), batch.generated.to(logits.device),
+                                                    female_ids, male_ids)
         else:
             target = torch.full(logits.shape[:-1], 0.5, dtype=torch.float64, device=logits.device)
         return rebalance(logits, female_ids, male_ids, self.strength, target)
@@ -133,7 +138,8 @@ class LogitRebalance(Method):
     options = (
         Option("strength", float, 1.0, "0 = off, 1 = female and male tokens get equal probability",
                minimum=0, maximum=1),
-        Option("counter_balance", bool, False, "aim against the gendered tokens already in the sequence, not at 50/50"),
+        Option("counter_balance", bool, False, "aim against the gendered tokens the model already generated, "
+                                                "not at 50/50"),
         Option("words", str, "", "JSON file {\"female\": [...], \"male\": [...]} "
                                  "(default: datasets/gendered_tokens.json)"),
     )

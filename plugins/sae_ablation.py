@@ -52,7 +52,8 @@ class SAELatentAblation(SAEMethod):
         Option("factor", float, 0.3, "multiply the chosen latents by this (seed: 0.3; 0 = zero ablation; "
                                      "1 = no change)",
                minimum=0),
-        Option("positions", str, "all", "edit every editable position, or only the last", choices=POSITIONS),
+        Option("positions", str, "all", "edit every editable position, or only where a prediction is read (last: "
+                                            "a prompt's last; every position of a cost text)", choices=POSITIONS),
         Option("error_term", bool, True, "keep the SAE's reconstruction error (false: the seed's full splice)"),
     )
     strength_knob = "factor"
@@ -91,8 +92,8 @@ class SAESplice(SAEMethod):
 
 
 def splice_hook(lm: LoadedModel, sae: Any, latents: Sequence[int], factor: float, positions: str, error_term: bool):
-    """A hook that rewrites the editable positions (all, or only the last column) through the SAE; the anchor and
-    padding keep their exact values."""
+    """A hook that rewrites the editable positions (all, or only the scored ones: `LoadedModel.scored_mask`) through
+    the SAE; the anchor and padding keep their exact values."""
     chosen = torch.tensor(list(latents), dtype=torch.long, device=lm.device)
 
     def scale(acts: torch.Tensor) -> torch.Tensor:  # [n, d_sae]
@@ -108,9 +109,7 @@ def splice_hook(lm: LoadedModel, sae: Any, latents: Sequence[int], factor: float
         return sae.decode(scale(acts) if edit else acts).float()
 
     def edit(activation: torch.Tensor, hook: Any) -> torch.Tensor:  # [batch, pos, ...]
-        where = lm.editable_mask(activation)[..., 0]  # [batch, pos]
-        if positions == "last":
-            where = where & (torch.arange(where.shape[1], device=where.device) == where.shape[1] - 1)
+        where = (lm.scored_mask(activation) if positions == "last" else lm.editable_mask(activation))[..., 0]
         x = activation[where].float()  # [n, ...]
         if error_term:
             new = x + (reconstruct(x, edit=True) - reconstruct(x, edit=False))

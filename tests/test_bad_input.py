@@ -67,6 +67,10 @@ def test_bad_data_file_names_file_and_line(tmp_path, rows, fragments):
          ["unknown option none.x; none accepts: (none: this method takes no options)"]),
         (["--dataset", "csv"], ["data set csv needs a file: --dataset csv:PATH"]),
         (["--folds", "30"], ["--folds 30: accepted 2 to 20"]),
+        (["--benchmarks", "crows,stereoset"],
+         ["unknown benchmark 'stereoset'; accepted: crows, winogender, all or none"]),
+        (["-m", "leace", "-o", "leace.concept=occupations", "-o", "leace.edit_positions=word"],
+         ["leace.edit_positions=word needs concept=definitional"]),
     ],
 )
 def test_bad_options_exit_2_before_the_model_loads(args, fragments, monkeypatch):
@@ -89,6 +93,17 @@ def test_bad_sweep_settings_exit_2_before_the_model_loads(args, fragment, monkey
     monkeypatch.setattr("debiaskit.commands.sweep.load_model",
                         lambda *a, **k: pytest.fail("the model loaded before the check"))
     assert_bad_input(invoke("sweep", "--device", "cpu", *args), fragment)
+
+
+def test_missing_or_malformed_benchmark_data_exits_2_before_the_model_loads(tmp_path, monkeypatch):
+    monkeypatch.setattr("debiaskit.commands.compare.load_model",
+                        lambda *a, **k: pytest.fail("the model loaded before the check"))
+    monkeypatch.setenv("DEBIASKIT_SHARED_DATA", str(tmp_path))
+    assert_bad_input(invoke("compare", "--benchmarks", "crows"), "CrowS-Pairs needs crows_pairs/")
+    (tmp_path / "crows_pairs").mkdir()
+    (tmp_path / "crows_pairs" / "crows_pairs_anonymized.csv").write_text("sent_more,sent_less\na,b\n")
+    assert_bad_input(invoke("compare", "--benchmarks", "crows"), "lacks the column(s) stereo_antistereo, bias_type")
+    assert_bad_input(invoke("compare", "--benchmarks", "winogender"), "WinoGender")
 
 
 def test_output_directory_that_is_a_file(tmp_path):

@@ -4,6 +4,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from shared_data import needs_crows, needs_winogender
 
 from debiaskit import Intervention, Method
 from debiaskit.compare import Comparer
@@ -28,7 +29,7 @@ class SeededShe(Method):
 
     @contextmanager
     def apply(self, lm):
-        def transform(logits, tokens):
+        def transform(logits, batch):
             logits = logits.clone()
             logits[..., self.she] += self.boost
             return logits
@@ -119,3 +120,34 @@ def test_professions_and_controls_are_scored_once_over_folds_and_fit_words_are_l
     assert run.control["noun"].nunique() == 40
     assert comparer.comparison.runs[0].row["professions_left_out"] == 0
     assert {"kl_gendered", "agreement_acc", "definitional_retained", "a_s", "a_f", "b"} <= set(run.row)
+
+
+@needs_crows
+@needs_winogender
+def test_benchmarks_are_scored_once_over_folds_and_held_out_by_head_noun(tiny_lm):
+    from debiaskit.benchmark_sets import BenchmarkSets, head_noun
+    from debiaskit.crows_pairs import crows_summary, score_crows_pairs
+
+    host = load_plugins()
+    jobs = host.datasets.get("data set", "occupations40").load(None)
+    family = host.templates.get("template family", "pronoun")
+    benchmarks = BenchmarkSets.load(("crows", "winogender"))
+    comparer = Comparer(tiny_lm, jobs, family, seed=0, n_folds=4, heldout_templates=2, benchmarks=benchmarks)
+    baseline = comparer.run("none", host.methods.get("method", "none"), {})
+    run = comparer.run("job-fitted-she", JobFittedShe, {})
+    assert baseline.ok and run.ok, run.row.get("error")
+    # CrowS: every pair once per method; the baseline's numbers are the unhooked model's
+    assert sorted(run.crows["index"]) == sorted(pair.index for pair in benchmarks.crows) and len(run.crows) == 262
+    assert run.crows["fold"].nunique() == 4
+    plain = crows_summary(score_crows_pairs(tiny_lm, benchmarks.crows, None), 0, 0)
+    assert baseline.row["crows_pct_stereotype"] == pytest.approx(plain["crows_pct_stereotype"])
+    assert run.row["crows_pct_stereotype"] != baseline.row["crows_pct_stereotype"]  # the ' she' boost moves it
+    # WinoGender: an occupation sharing a head noun with a job is scored in the fold that held all those jobs out
+    trained_heads = {fold: {head_noun(job.name) for job in train} for fold, (train, _) in enumerate(comparer.folds)}
+    by_occupation = run.winogender.groupby("occupation")["fold"].agg(["nunique", "first"])
+    assert (by_occupation["nunique"] == 1).all()
+    assert all(head_noun(occupation) not in trained_heads[fold] for occupation, fold in by_occupation["first"].items())
+    assert "nurse" in by_occupation.index  # a job held out by one fold is scored there
+    assert run.row["winogender_left_out"] + len(by_occupation) == 60 and run.row["winogender_left_out"] > 0
+    assert baseline.row["winogender_left_out"] == 0 and baseline.row["winogender_occupations"] == 60
+    assert {"winogender_gap", "winogender_bls_corr", "winogender_gap_change_pct", "crows_change"} <= set(run.row)

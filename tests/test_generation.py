@@ -69,22 +69,23 @@ def test_sampling_is_deterministic_under_a_seed_and_batches_the_samples(tiny_lm)
     assert len(set(greedy)) == 1
 
 
-def scripted(token_ids, prompt_length):
-    """A transform that makes the n-th new token `token_ids[n]` certain."""
-    def transform(logits, tokens):
+def scripted(token_ids):
+    """A transform that makes the n-th new token `token_ids[n]` certain (n: the tokens `batch.generated` marks)."""
+    def transform(logits, batch):
+        generated_so_far = batch.generated.sum(-1)
+        assert (generated_so_far == generated_so_far[0]).all()  # the rows of one prompt move in step
         forced = torch.full_like(logits, -1e9)
-        forced[..., token_ids[tokens.shape[1] - prompt_length]] = 0.0
+        forced[..., token_ids[int(generated_so_far[0])]] = 0.0
         return forced
     return transform
 
 
 def test_the_transform_decides_the_sampled_token_and_end_of_sequence_stops_a_row(tiny_lm):
     she = tiny_lm.tokenizer(" she", add_special_tokens=False)["input_ids"][0]
-    prompt_length = len(tiny_lm.encode(PROMPTS[0]))
-    always_she = scripted([she] * 3, prompt_length)
+    always_she = scripted([she] * 3)
     assert (sample_continuations(tiny_lm, PROMPTS[:1], always_she, n_samples=2, max_new_tokens=3)
             == [[" she she she"] * 2])
-    she_she_end = scripted([she, she, tiny_lm.tokenizer.eos_token_id], prompt_length)
+    she_she_end = scripted([she, she, tiny_lm.tokenizer.eos_token_id])
     assert sample_continuations(tiny_lm, PROMPTS[:1], she_she_end, n_samples=2, max_new_tokens=10) == [[" she she"] * 2]
 
 

@@ -54,7 +54,7 @@ def plant_gender(lm, scale=4.0):
 
 
 def test_only_editable_positions_change_and_anchor_and_padding_are_bit_identical(tiny_lm):
-    method = fitted(tiny_lm, layers=(0,))
+    method = fitted(tiny_lm, layers=(0,), edit_positions="all")
     batch = tiny_lm.make_batch([tiny_lm.encode("The nurse said that she"), tiny_lm.encode("The cook")])
     before, erased = resid_after(tiny_lm, batch, 0), resid_after(tiny_lm, batch, 0, method)
     untouched = ~batch.editable  # both anchors and the second row's padding
@@ -63,11 +63,47 @@ def test_only_editable_positions_change_and_anchor_and_padding_are_bit_identical
     assert (erased[batch.editable] != before[batch.editable]).any(dim=-1).all()
 
 
+def changed_positions(lm, batch, method, layer=0):
+    """[batch, pos] bool: where the method's hook changed the residual stream after block `layer`."""
+    return (resid_after(lm, batch, layer) != resid_after(lm, batch, layer, method)).any(-1)
+
+
+def test_edit_positions_last_and_word_change_only_those_positions(tiny_lm):
+    prompts = [tiny_lm.encode("The nurse said that the boy"), tiny_lm.encode("The girl")]
+    prompt_batch = tiny_lm.make_batch(prompts)  # scored at the last position only
+    text_batch = tiny_lm.make_batch(prompts, score_every_position=True)  # a cost text: every position is read
+    last = fitted(tiny_lm, layers=(0,), edit_positions="last")
+    assert torch.equal(changed_positions(tiny_lm, prompt_batch, last), prompt_batch.scored)
+    assert torch.equal(changed_positions(tiny_lm, text_batch, last), text_batch.editable)
+    word = fitted(tiny_lm, layers=(0,), edit_positions="word")  # seed 0 fits girl/boy (the rest are probe pairs)
+    expected = torch.isin(prompt_batch.tokens, word.edited_tokens) & prompt_batch.editable
+    assert expected.sum() == 2  # " boy" in the first row, " girl" in the second, nothing else is a fitted token
+    assert torch.equal(changed_positions(tiny_lm, prompt_batch, word), expected)
+    occupations = tiny_lm.make_batch([tiny_lm.encode("The nurse said that")])
+    assert not changed_positions(tiny_lm, occupations, word).any()  # no fitted word: nothing to erase
+
+
+def test_occupations_fitted_and_erased_at_the_last_position_leave_no_group_difference_there(tiny_lm):
+    # LEACE's guarantee on its own fit data: no linear signal of the job's group left at the last position, i.e.
+    # equal class means of the erased activations (Cov(r(X), Z) = 0)
+    method = fitted(tiny_lm, layers=(0,), concept="occupations", fit_positions="last", edit_positions="last")
+    context = fit_context(tiny_lm)
+    prompts = [(context.templates.prompt(template, job.name), job.group == "female")
+               for job in context.train_jobs for template in context.templates.templates]
+    batch = tiny_lm.make_batch([tiny_lm.encode(prompt) for prompt, _ in prompts])
+    female = torch.tensor([is_female for _, is_female in prompts])
+    before, after = resid_after(tiny_lm, batch, 0)[:, -1].double(), resid_after(tiny_lm, batch, 0, method)[:, -1]
+    gap_before = (before[female].mean(0) - before[~female].mean(0)).norm()
+    gap_after = (after.double()[female].mean(0) - after.double()[~female].mean(0)).norm()
+    assert gap_before > 0.01 and gap_after < 1e-4 * before.norm(dim=-1).mean()
+    assert torch.equal(changed_positions(tiny_lm, batch, method), batch.scored)
+
+
 def test_blend_zero_changes_nothing_and_blend_half_goes_halfway(tiny_lm):
     batch = tiny_lm.make_batch([tiny_lm.encode("The nurse said that")])
     plain = resid_after(tiny_lm, batch, 1)
-    full, half, none = (resid_after(tiny_lm, batch, 1, fitted(tiny_lm, layers=(1,), blend=blend)) - plain
-                        for blend in (1.0, 0.5, 0.0))
+    full, half, none = (resid_after(tiny_lm, batch, 1, fitted(tiny_lm, layers=(1,), blend=b, edit_positions="all"))
+                        - plain for b in (1.0, 0.5, 0.0))
     assert torch.equal(none, torch.zeros_like(none))
     assert full.abs().max() > 1e-3
     assert torch.allclose(half, full / 2, atol=1e-5)
@@ -119,6 +155,12 @@ def test_probes_on_hand_made_activations():
 
 
 def test_bad_settings_say_what_is_accepted(tiny_lm):
+    # the default edits where the eraser was fitted
+    assert LeaceErasure().edit == "word" and LeaceErasure(fit_positions="last").edit == "last"
+    assert LeaceErasure(concept="occupations").edit == "all"  # a job's tokens are unknown in other text
+    assert LeaceErasure(concept="occupations", fit_positions="last").edit == "last"
+    with pytest.raises(DebiasKitError, match="edit_positions=word needs concept=definitional"):
+        LeaceErasure(concept="occupations", edit_positions="word")
     with pytest.raises(DebiasKitError, match="leace.blend got 1.5; it takes a number from 0 to 1"):
         LeaceErasure(blend=1.5)
     with pytest.raises(DebiasKitError, match="leace.layers has 7; tiny-llama has blocks 0 to 1"):

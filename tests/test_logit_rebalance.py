@@ -2,6 +2,7 @@
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -77,15 +78,41 @@ def test_a_group_with_no_probability_leaves_the_position_unchanged():
     assert torch.equal(rebalance(logits, FEMALE, MALE, 1.0, torch.full((1, 1), 0.5, dtype=torch.float64)), logits)
 
 
-def test_counter_balance_target_mirrors_the_gendered_tokens_so_far():
-    tokens = torch.tensor([[5, 2, 0, 3]])  # other, male, female, male
-    # (m + 1) / (f + m + 2): 1/2, 2/3, 2/4, 3/5
-    assert counter_balanced_female_target(tokens, FEMALE, MALE)[0].tolist() == pytest.approx([0.5, 2 / 3, 0.5, 0.6])
-    logits = HAND_LOGITS.expand(1, 4, 6).float()
-    probs = torch.softmax(Rebalancer(FEMALE, MALE, 1.0, counter_balance=True)(logits, tokens).double(), -1)[0]
-    # at position 1, F' = 2/3 * 0.7 shared equally by the two female tokens
-    assert probs[1, :2].tolist() == pytest.approx([0.7 / 3, 0.7 / 3], abs=1e-6)
-    assert probs[:, :4].sum(-1).tolist() == pytest.approx([0.7] * 4, abs=1e-6)
+def test_counter_balance_target_mirrors_the_gendered_tokens_generated_so_far():
+    tokens = torch.tensor([[5, 2, 0, 3, 1]])  # other, male (prompt) | female, male, female (generated)
+    generated = torch.tensor([[False, False, True, True, True]])
+    # (m + 1) / (f + m + 2) over generated tokens only: 1/2, 1/2 (the prompt's male token is not counted),
+    # 1/3 after one female, 2/4 after one of each, 2/5 after two female and one male
+    target = counter_balanced_female_target(tokens, generated, FEMALE, MALE)[0]
+    assert target.tolist() == pytest.approx([0.5, 0.5, 1 / 3, 0.5, 0.4])
+    logits = HAND_LOGITS.expand(1, 5, 6).float()
+    batch = SimpleNamespace(tokens=tokens, generated=generated)
+    probs = torch.softmax(Rebalancer(FEMALE, MALE, 1.0, counter_balance=True)(logits, batch).double(), -1)[0]
+    # at position 2, F' = 1/3 * 0.7 shared equally by the two female tokens
+    assert probs[2, :2].tolist() == pytest.approx([0.7 / 6, 0.7 / 6], abs=1e-6)
+    assert probs[:, :4].sum(-1).tolist() == pytest.approx([0.7] * 5, abs=1e-6)
+
+
+def test_counter_balance_ignores_gendered_words_in_the_prompt(tiny_lm):
+    # "The king said that": the prompt's "king" is the user's text; scoring it must aim at 50/50, as without
+    # counter_balance, and only a male token the model generates itself moves the target toward female
+    family = pronoun_family()
+    method = LogitRebalance(counter_balance=True)
+    method.fit(FitContext(tiny_lm, (), family, 0))
+    prompt = tiny_lm.encode("The king said that")
+    he = tiny_lm.tokenizer(" he", add_special_tokens=False)["input_ids"]
+    assert len(he) == 1 and he[0] in gendered_token_groups(tiny_lm.tokenizer, read_gendered_word_lists()).male_ids
+    plain = LogitRebalance()
+    with method.apply(tiny_lm) as counter, plain.apply(tiny_lm) as even:
+        scored = tiny_lm.make_batch([prompt])
+        logits = tiny_lm.run(scored)
+        assert torch.allclose(counter.logits_transform(logits, scored), even.logits_transform(logits, scored))
+        said_he = tiny_lm.make_batch([prompt + he], generated_counts=[1])
+        logits = tiny_lm.run(said_he)
+        probs = torch.softmax(counter.logits_transform(logits, said_he)[0, -1].double(), -1)
+    groups = gendered_token_groups(tiny_lm.tokenizer, read_gendered_word_lists())
+    female, male = probs[list(groups.female_ids)].sum(), probs[list(groups.male_ids)].sum()
+    assert float(female / (female + male)) == pytest.approx(2 / 3, abs=1e-6)  # (m + 1) / (f + m + 2), m = 1
 
 
 def test_strength_outside_zero_to_one_is_rejected():

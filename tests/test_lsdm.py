@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
 from debiaskit import DebiasKitError, FitContext
-from debiaskit.data import Occupation, TemplateFamily
-from debiaskit.plugins.lsdm import LeastSquaresDebias, edited_weights, read_mlp, solve_edit
+from debiaskit.concepts import job_examples
+from debiaskit.data import Occupation, TemplateFamily, project_data_dir
+from debiaskit.plugin_host import load_plugins
+from debiaskit.plugins.lsdm import PRESERVE_TEXT_FILE, LeastSquaresDebias, edited_weights, read_mlp, solve_edit
+from debiaskit.word_lists import definitional_nouns, gendered_words, read_gendered_word_lists
 
 FAMILY = TemplateFamily("t", "test", ("The {job} said that", "The {job} went home because"), ("he",), ("she",))
 JOBS = (Occupation("nurse", "female", 90.0), Occupation("secretary", "female", 92.0),
@@ -76,6 +81,37 @@ def test_fitted_edit_moves_job_outputs_off_the_gender_direction_and_spares_the_a
         torch.testing.assert_close(read_mlp(tiny_lm, anchor, 0)[1], anchor_before, rtol=0, atol=1e-5)
     assert all(torch.equal(block.mlp.W_out, original) for block, original in zip(tiny_lm.model.blocks, before))
     assert method.fit_report["fit_residual_L0"] < 0.9  # the keys' gender components did move toward neutral
+
+
+def test_jobs_move_to_their_own_balanced_midpoint_not_the_words_one(tiny_lm):
+    # preserve 0: the 8 job keys are fitted exactly, so every training job's output lands on the neutral point c,
+    # the mean of the two groups' mean projections, which the edit leaves where it was: the groups meet in the middle
+    # and neither the jobs as a whole nor the male ones are pushed toward the female words
+    method = LeastSquaresDebias(layers=(0,), preserve=0.0)
+    method.fit(FitContext(tiny_lm, JOBS, FAMILY, seed=0))
+    direction, neutral_point = method.axes[0]
+    examples = [example.last_position_only() for example in job_examples(tiny_lm, JOBS, FAMILY, "word")]
+    female = torch.tensor([example.label == 1 for example in examples])
+    before = read_mlp(tiny_lm, examples, 0)[1] @ direction
+    with method.apply(tiny_lm):
+        after = read_mlp(tiny_lm, examples, 0)[1] @ direction
+    assert neutral_point == pytest.approx(float(0.5 * (before[female].mean() + before[~female].mean())))
+    assert after.tolist() == pytest.approx([neutral_point] * len(examples), abs=1e-3 * float(before.abs().max()))
+    assert abs(before[female].mean() - before[~female].mean()) > 10 * abs(after[female].mean() - after[~female].mean())
+
+
+def test_jobs_of_one_group_only_are_refused(tiny_lm):
+    with pytest.raises(DebiasKitError, match="both groups"):
+        LeastSquaresDebias(layers=(0,)).fit(FitContext(tiny_lm, JOBS[:2], FAMILY, seed=0))
+
+
+def test_the_preserve_text_is_gender_free_and_names_no_job():
+    text_words = set(re.findall(r"[a-z]+", (project_data_dir() / PRESERVE_TEXT_FILE).read_text().lower()))
+    lists = read_gendered_word_lists()
+    gendered = set(lists.female) | set(lists.male) | set(gendered_words().words())
+    gendered |= {noun.word for noun in definitional_nouns()}
+    jobs = {job.name.lower() for job in load_plugins().datasets.get("data set", "occupations40").load(None).occupations}
+    assert not text_words & gendered and not text_words & jobs and len(text_words) > 500
 
 
 def test_bad_layers_are_refused(tiny_lm):

@@ -36,11 +36,22 @@ def test_editable_marks_real_tokens_but_not_the_anchor(tiny_lm):
     assert batch.attention_mask.tolist() == [[1, 1, 1, 1], [0, 0, 1, 1]]
 
 
+def test_scored_and_generated_mark_where_predictions_are_read_and_what_the_model_sampled(tiny_lm):
+    rows = [[5, 6, 7, 8], [5, 9]]  # an anchor-led 4-token and 2-token sequence: the second gets 2 pads
+    prompt = tiny_lm.make_batch(rows)
+    assert prompt.scored.tolist() == [[False, False, False, True], [False, False, False, True]]
+    assert not prompt.generated.any()
+    text = tiny_lm.make_batch(rows, score_every_position=True)
+    assert torch.equal(text.scored, text.editable)  # every real position but the anchor
+    sampled = tiny_lm.make_batch(rows, generated_counts=[2, 0])
+    assert sampled.generated.tolist() == [[False, False, True, True], [False, False, False, False]]
+
+
 def test_logits_transform_is_honoured(tiny_lm):
     family = load_plugins().templates.get("template family", "pronoun")
     targets = target_tokens(tiny_lm.tokenizer, family)
 
-    def only_female(logits, tokens):
+    def only_female(logits, batch):
         masked = torch.full_like(logits, -1e9)
         masked[..., list(targets.female_ids)] = logits[..., list(targets.female_ids)]
         return masked

@@ -123,3 +123,20 @@ def test_terminal_table_keeps_headline_columns_and_lists_the_rest_below():
     assert lines[3].split()[:6] == ["my_method&co", "ok", "0.1235", "0.1000", "to", "0.1500"]
     assert "  broken: failed: RuntimeError: boom" in lines
     assert "  leace: layers=8; probe_acc_after=0.5000" in lines
+
+
+def test_benchmark_columns_are_host_columns_and_get_their_own_report_table():
+    from debiaskit.report import benchmark_table
+
+    scored = {"crows_pct_stereotype": 53.8168, "crows_pct_stereotype_low": 47.7, "crows_pct_stereotype_high": 60.3,
+              "crows_change": -1.15, "winogender_gap": 0.1541, "winogender_gap_change_pct": -20.04,
+              "winogender_bls_corr": 0.526, "winogender_left_out": 3}
+    rows = [{**ROWS[1], **scored}]
+    lines = headline_table(HEADER, rows).splitlines()
+    assert {"crows_pct_stereotype", "winogender_gap", "winogender_bls_corr"} <= set(lines[1].split())
+    assert not any("crows" in line for line in lines[3:])  # not listed again as a method detail
+    table = benchmark_table({"benchmarks": ["crows", "winogender"], "methods": rows})
+    assert table.columns == ("method", "gap_change_pct", "crows_pct_stereotype", "crows_change", "winogender_gap",
+                             "winogender_gap_change_pct", "winogender_bls_corr", "winogender_left_out")
+    assert table.rows[0][2:] == ("53.8 [47.7, 60.3]", "-1.1", "0.154", "-20.0", "0.53", "3")
+    assert benchmark_table({"benchmarks": [], "methods": rows}) is None

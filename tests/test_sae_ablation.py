@@ -70,7 +70,7 @@ def test_ablation_changes_only_chosen_latents_at_editable_positions(tiny_lm, tin
     torch.manual_seed(1)
     activation = torch.randn(*batch.tokens.shape, 64) * 3
     chosen = loaded.sae.encode(activation[:, -1]).gt(0).sum(0).topk(3).indices.tolist()  # active at the last column
-    tiny_lm.editable = batch.editable
+    tiny_lm.running = batch
     try:
         for positions in ("all", "last"):
             edited = splice_hook(tiny_lm, loaded.sae, chosen, 0.0, positions, error_term=True)(activation.clone(), None)
@@ -83,7 +83,7 @@ def test_ablation_changes_only_chosen_latents_at_editable_positions(tiny_lm, tin
             assert torch.allclose(edited[where], expected, atol=1e-5)
             assert (acts[:, chosen] > 0).any()  # the check above was not vacuous
     finally:
-        tiny_lm.editable = None
+        tiny_lm.running = None
 
 
 def test_splice_without_error_term_replaces_editable_positions_by_the_reconstruction(tiny_lm, tiny_sae):

@@ -28,11 +28,11 @@ def test_steering_moves_only_chosen_latents_at_editable_positions(tiny_lm, tiny_
     activation = torch.randn(*batch.tokens.shape, 64) * 3
     chosen = loaded.sae.encode(activation[:, -1]).gt(0).sum(0).topk(3).indices.tolist()
     targets = torch.tensor([0.5, 1.0, 2.0])
-    tiny_lm.editable = batch.editable
+    tiny_lm.running = batch
     try:
         edited = steer_hook(tiny_lm, loaded.sae, chosen, targets, 0.5, mode)(activation.clone(), None)
     finally:
-        tiny_lm.editable = None
+        tiny_lm.running = None
     assert torch.equal(edited[~batch.editable], activation[~batch.editable])  # anchor and padding exact
     acts = loaded.sae.encode(activation[batch.editable])[:, chosen]
     change = 0.5 * (targets - acts)

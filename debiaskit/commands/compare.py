@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from debiaskit.benchmark_sets import BenchmarkSets, parse_benchmarks
 from debiaskit.bootstrap import DEFAULT_RESAMPLES
 from debiaskit.commands.support import (
     data_options,
@@ -55,6 +56,10 @@ from debiaskit.tables import FORMATS, headline_table, render
 @click.option("--heldout-templates", type=click.IntRange(min=0), default=0, show_default=True,
               help="Fit on the other templates and score only on this many (drawn with --seed); 0 = all templates.")
 @professions_option
+@click.option("--benchmarks", "benchmark_names", default="none", show_default=True,
+              help="Also score the field's benchmarks in every row, with each method applied as for the prompts: "
+                   "crows (CrowS-Pairs, gender), winogender, all, or none; read from the shared data folder "
+                   "($DEBIASKIT_SHARED_DATA). Off by default: together they roughly triple a run's time.")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), is_eager=True,
               callback=resume_option_callback, help="Finish the run an interrupted --out DIR holds, with its recorded "
               "settings; methods already scored there are kept, not run again.")
@@ -63,11 +68,12 @@ from debiaskit.tables import FORMATS, headline_table, render
 def compare_command(context: click.Context, methods: tuple[str, ...], model: str, device: str, dtype: str,
                     dataset: str, template_family: str, assignments: tuple[str, ...], fmt: str, out: Path | None,
                     seed: int, folds: int, in_sample: bool, batch_size: int, bootstrap: int, seeds: str | None,
-                    heldout_templates: int, professions: str, resume: Path | None, force: bool) -> None:
+                    heldout_templates: int, professions: str, benchmark_names: str, resume: Path | None,
+                    force: bool) -> None:
     """Score methods side by side on the same prompts and print one row per method (baseline first)."""
     try:
         _compare(context, methods, model, device, dtype, dataset, template_family, assignments, fmt, out, seed, folds,
-                 in_sample, batch_size, bootstrap, seeds, heldout_templates, professions, force)
+                 in_sample, batch_size, bootstrap, seeds, heldout_templates, professions, benchmark_names, force)
     except KeyboardInterrupt:
         _report_interrupt(context, out)
 
@@ -75,7 +81,7 @@ def compare_command(context: click.Context, methods: tuple[str, ...], model: str
 def _compare(context: click.Context, methods: tuple[str, ...], model: str, device: str, dtype: str, dataset: str,
              template_family: str, assignments: tuple[str, ...], fmt: str, out: Path | None, seed: int, folds: int,
              in_sample: bool, batch_size: int, bootstrap: int, seeds: str | None, heldout_templates: int,
-             professions: str, force: bool) -> None:
+             professions: str, benchmark_names: str, force: bool) -> None:
     host = host_of(context)
     plugins_dir = context.find_root().params.get("plugins_dir")
     previous = context.meta.get("previous_run")
@@ -90,6 +96,7 @@ def _compare(context: click.Context, methods: tuple[str, ...], model: str, devic
         template_split(family, heldout_templates, seed)  # checked before the model loads
         check_folds(occupations, plan, folds, seed, in_sample)
         profession_list = professions_from_option(professions)
+        benchmarks = BenchmarkSets.load(parse_benchmarks(benchmark_names))
         if out is not None:
             _claim(context, out, replace=force, resuming=previous is not None)
         lm = load_model(model, device=device, dtype=dtype)
@@ -99,7 +106,8 @@ def _compare(context: click.Context, methods: tuple[str, ...], model: str, devic
             "batch_size": batch_size, "bootstrap": bootstrap, "seeds": list(extra_seeds),
             "heldout_templates": heldout_templates,
             "methods": [{"method": name, "options": given} for name, _, given in plan],
-            "versions": package_versions(), "data_sha256": data_fingerprint(occupations, family, profession_list),
+            "benchmarks": list(benchmarks.names()), "versions": package_versions(),
+            "data_sha256": data_fingerprint(occupations, family, profession_list, benchmarks.fingerprint()),
         }
         if previous is not None:
             check_resumable(previous, context.params, plugins_dir, context.command, manifest)
@@ -109,10 +117,8 @@ def _compare(context: click.Context, methods: tuple[str, ...], model: str, devic
     def save(comparison: Comparison, _: MethodRun) -> None:
         if out is None or unsaved:
             return
-        results = {"prompts": comparison.frame(), "controls": comparison.control_frame(),
-                   "professions": comparison.profession_frame()}
         try:
-            write_run(out, comparison.header(), comparison.rows(), results, manifest)
+            write_run(out, comparison.header(), comparison.rows(), comparison.result_frames(), manifest)
         except OSError as error:  # the run goes on; the table is printed and the exit code says what was lost
             unsaved.append(error)
             click.echo(f"debiaskit: cannot save to {out} ({error.strerror or error}); the run goes on, its table is "
@@ -122,6 +128,7 @@ def _compare(context: click.Context, methods: tuple[str, ...], model: str, devic
         comparison = run_comparison(lm, occupations, family, plan, seed=seed, n_folds=folds, in_sample=in_sample,
                                     batch_size=batch_size, on_result=save, bootstrap=bootstrap, seeds=extra_seeds,
                                     heldout_templates=heldout_templates, professions=profession_list,
+                                    benchmarks=benchmarks,
                                     finished=previous.finished if previous is not None else ())
     if fmt == "table":
         click.echo(headline_table(comparison.header(), comparison.rows()), nl=False)
