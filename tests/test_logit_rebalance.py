@@ -103,7 +103,7 @@ def test_counter_balance_ignores_gendered_words_in_the_prompt(tiny_lm):
     he = tiny_lm.tokenizer(" he", add_special_tokens=False)["input_ids"]
     assert len(he) == 1 and he[0] in gendered_token_groups(tiny_lm.tokenizer, read_gendered_word_lists()).male_ids
     plain = LogitRebalance()
-    with method.apply(tiny_lm) as counter, plain.apply(tiny_lm) as even:
+    with torch.no_grad(), method.apply(tiny_lm) as counter, plain.apply(tiny_lm) as even:
         scored = tiny_lm.make_batch([prompt])
         logits = tiny_lm.run(scored)
         assert torch.allclose(counter.logits_transform(logits, scored), even.logits_transform(logits, scored))

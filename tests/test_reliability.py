@@ -20,7 +20,7 @@ PLUGINS = Path(__file__).resolve().parent / "plugins_for_tests"
 JOBS = OccupationSet("four", "test", (Occupation("nurse", "female", 91.3), Occupation("secretary", "female", 93.0),
                                       Occupation("plumber", "male", 2.3), Occupation("mechanic", "male", 1.8)))
 PROBE = ["The nurse said that", "Yesterday the mechanic told us that it", "A"]
-OPTIONS = {"leace": {"layers": "1"}}
+OPTIONS = {"leace": {"layers": "1", "edit_positions": "all"}}  # every position: it changes the neutral text too
 NEUTRAL_CHARS = 2000
 
 
