@@ -61,12 +61,12 @@ PRESERVE_TEXT_FILE = "preserve_text.txt"
 # together cut the gap by 52% held-out, also when preserving on other text (kl 0.002 on the unseen neutral text).
 # That choice was scored on occupations40; re-chosen on the dev jobs (`debiaskit sweep -m lsdm --knob
 # 'layers=0,21,24;21,24;12,21,24' --dataset dev --folds 2`, sweeps/README.md; 2 folds to keep it to 14 minutes) it
-# stands: gap -27%, -22%, -22%, definitional_retained 0.81, 0.85, 0.84, kl under 0.0001 (in-sample, see below) for
-# the three. None keeps 0.9; at the highest floor all meet, 0.8, blocks 0, 21 and 24 cut the gap most.
-# Those figures (and the -52%) came with the words' midpoint as the neutral point and the neutral text preserved.
-# With the jobs' own midpoint and datasets/preserve_text.txt, the same layers cut the occupations40 gap by 17%
-# held-out, keep 95% of definitional gender, and lower abs_bias (0.182 against none's 0.216; it was 0.247); the
-# layers were not chosen again after that change.
+# stands: gap -27%, -22%, -22%, definitional_retained 0.81, 0.85, 0.84, kl under 0.0001 (in-sample: the neutral
+# text was preserved then) for the three. None keeps 0.9; at the highest floor all meet, 0.8, blocks 0, 21 and 24
+# cut the gap most. Those figures (and the -52%) came with the words' midpoint as the neutral point and the neutral
+# text preserved. With the jobs' own midpoint and datasets/preserve_text.txt, the same layers cut the occupations40
+# gap by 17% held-out, keep 95% of definitional gender, and lower abs_bias (0.182 against none's 0.216; it was
+# 0.247); the layers were not chosen again after that change.
 DEFAULT_LAYERS = (0, 21, 24)
 
 
