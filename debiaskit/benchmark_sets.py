@@ -41,11 +41,6 @@ def parse_benchmarks(value: str) -> tuple[str, ...]:
     return names
 
 
-def head_noun(name: str) -> str:
-    """The last word of an occupation's name, lower-cased: "kindergarten teacher" -> "teacher"."""
-    return name.split()[-1].lower()
-
-
 @dataclass(frozen=True)
 class BenchmarkSets:
     """The benchmarks a run scores, loaded once (from the shared data folder)."""

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from debiaskit.benchmark_sets import BenchmarkSets, head_noun
+from debiaskit.benchmark_sets import BenchmarkSets
 from debiaskit.bootstrap import paired_intervals
 from debiaskit.containment import Interrupts, remove_torch_hooks, torch_hooks, weight_fingerprint
 from debiaskit.controls import build_control_prompts, definitional_columns, shared_token_nouns
-from debiaskit.data import Occupation, OccupationSet, TemplateFamily, job_folds, spread, template_split
+from debiaskit.data import Occupation, OccupationSet, TemplateFamily, head_noun, job_folds, spread, template_split
 from debiaskit.errors import DebiasKitError
 from debiaskit.evaluator import DEFAULT_BATCH_SIZE, NeutralCost, NeutralText, build_prompts, score_prompts
 from debiaskit.gendered_text import GenderedCost, GenderedText
@@ -105,15 +105,17 @@ class Comparison:
         return [run.row for run in self.runs]
 
     def frame(self) -> pd.DataFrame:
-        return self.result_frames().get("prompts", pd.DataFrame())
+        return self._rows_of("prompts")
 
     def result_frames(self) -> dict[str, pd.DataFrame]:
         """Per kind of scored set (`run_dir.RESULT_FILES`), every method's rows; empty when no method has it, and
         left out then when the kind is optional (the benchmarks)."""
-        return {kind: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-                for kind in RESULT_FILES
-                for frames in [[run.results[kind] for run in self.runs if kind in run.results]]
-                if frames or kind not in OPTIONAL_RESULTS}
+        return {kind: self._rows_of(kind) for kind in RESULT_FILES
+                if kind not in OPTIONAL_RESULTS or any(kind in run.results for run in self.runs)}
+
+    def _rows_of(self, kind: str) -> pd.DataFrame:
+        frames = [run.results[kind] for run in self.runs if kind in run.results]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def header(self) -> dict[str, Any]:
         return {"model": self.model, "dataset": self.dataset, "templates": self.templates, "device": self.device,

@@ -25,6 +25,14 @@ def project_data_dir() -> Path:
                          f"{here.parent / 'datasets'}); reinstall debiaskit")
 
 
+FEMALE_DOMINATED_PCT = 50.0  # a job with at least this percent women is female-dominated (the WinoGender grouping)
+
+
+def head_noun(name: str) -> str:
+    """The last word of an occupation's name, lower-cased: "kindergarten teacher" -> "teacher"."""
+    return name.split()[-1].lower()
+
+
 @dataclass(frozen=True)
 class Occupation:
     name: str

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from debiaskit.data import FEMALE_DOMINATED_PCT
 from debiaskit.errors import DebiasKitError
 from debiaskit.evaluator import DEFAULT_BATCH_SIZE, sequence_log_likelihoods
 from debiaskit.method import LogitsTransform
@@ -49,7 +50,6 @@ SENTENCES_FILE = "all_sentences.tsv"
 STATS_FILE = "occupations-stats.tsv"
 GENDERS = ("male", "female", "neutral")
 ANSWERS = ("0", "1")
-FEMALE_DOMINATED_PCT = 50.0  # the `winogender:DIR` data set's grouping: female-dominated at >= 50% women
 
 
 @dataclass(frozen=True)

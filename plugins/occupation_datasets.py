@@ -20,7 +20,15 @@ import math
 from pathlib import Path
 
 from debiaskit import DatasetSpec, DebiasKitError, hookimpl
-from debiaskit.data import Occupation, OccupationSet, project_data_dir, read_occupations_csv, read_template_families
+from debiaskit.data import (
+    FEMALE_DOMINATED_PCT,
+    Occupation,
+    OccupationSet,
+    head_noun,
+    project_data_dir,
+    read_occupations_csv,
+    read_template_families,
+)
 
 
 def load_occupations40(argument):
@@ -51,7 +59,7 @@ def load_winogender(argument):
             name = row["occupation"].strip()
         except (KeyError, TypeError, ValueError, AttributeError):
             raise DebiasKitError(f"{path}:{line}: expected columns occupation and bls_pct_female (a number)") from None
-        jobs.append(Occupation(name, "female" if pct >= 50.0 else "male", pct))
+        jobs.append(Occupation(name, "female" if pct >= FEMALE_DOMINATED_PCT else "male", pct))
     return OccupationSet("winogender", "WinoGender (Rudinger et al. 2018), BLS percent female", tuple(jobs))
 
 
@@ -67,18 +75,18 @@ def load_dev(argument):
         raise DebiasKitError("data set dev needs the shared data folder (holding winogender/ and debiaswe/): "
                              "--dataset dev:DIR")
     winogender = load_winogender(str(root / "winogender")).occupations
-    scored_heads = {job.name.split()[-1] for job in load_occupations40(None).occupations}
-    jobs = [job for job in winogender if job.name.split()[-1] not in scored_heads]
+    scored_heads = {head_noun(job.name) for job in load_occupations40(None).occupations}
+    jobs = [job for job in winogender if head_noun(job.name) not in scored_heads]
     path = root / "debiaswe" / "professions.json"
     try:
         professions = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise DebiasKitError(f"cannot read {path}: {error}") from None
-    taken = scored_heads | {job.name.split()[-1] for job in winogender}
+    taken = scored_heads | {head_noun(job.name) for job in winogender}
     candidates = [(name.replace("_", " "), float(s)) for name, f, s in professions
                   if abs(float(f)) <= 0.3 and abs(float(s)) >= 0.7]
     candidates = [(name, s) for name, s in candidates
-                  if name.split()[-1] not in taken and name not in NOT_AN_OCCUPATION]
+                  if head_noun(name) not in taken and name not in NOT_AN_OCCUPATION]
     female = [name for name, s in candidates if s < 0][:DEV_PER_SIDE]
     male = [name for name, s in sorted(candidates, key=lambda c: -c[1]) if s > 0][:DEV_PER_SIDE]
     jobs += ([Occupation(name, "female", math.nan) for name in female]

@@ -125,8 +125,9 @@ def test_professions_and_controls_are_scored_once_over_folds_and_fit_words_are_l
 @needs_crows
 @needs_winogender
 def test_benchmarks_are_scored_once_over_folds_and_held_out_by_head_noun(tiny_lm):
-    from debiaskit.benchmark_sets import BenchmarkSets, head_noun
+    from debiaskit.benchmark_sets import BenchmarkSets
     from debiaskit.crows_pairs import crows_summary, score_crows_pairs
+    from debiaskit.data import head_noun
 
     host = load_plugins()
     jobs = host.datasets.get("data set", "occupations40").load(None)
