@@ -122,8 +122,11 @@ def test_bad_files_say_what_is_wrong(tmp_path):
     with pytest.raises(DebiasKitError, match=r"no_less.csv lacks the column\(s\) sent_less; expected sent_more, "
                                              "sent_less, stereo_antistereo, bias_type"):
         load_crows_pairs(no_less)
+    other_types = tmp_path / "other_types.csv"  # written here: the test runs without the shared data folder too
+    pd.DataFrame({"sent_more": ["He ran."] * 3, "sent_less": ["She ran."] * 3, "stereo_antistereo": ["stereo"] * 3,
+                  "bias_type": ["gender", "disability", "age"]}).to_csv(other_types)
     with pytest.raises(DebiasKitError, match="no pair of bias type 'gendr'; its bias types: age, disability"):
-        load_crows_pairs(bias_type="gendr")
+        load_crows_pairs(other_types, bias_type="gendr")
     bad_direction = tmp_path / "bad_direction.csv"
     pd.DataFrame({"sent_more": ["He ran."], "sent_less": ["She ran."], "stereo_antistereo": ["both"],
                   "bias_type": ["gender"]}).to_csv(bad_direction)
