@@ -11,16 +11,20 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from debiaskit.data import Occupation, TemplateFamily
+from debiaskit.data import Occupation, TemplateFamily, project_data_dir
 from debiaskit.errors import DebiasKitError
+from debiaskit.evaluator import NeutralText
 from debiaskit.method import ActivationHook, hooked
 from debiaskit.model import LoadedModel
 
 POSITIONS = ("word", "all", "last")
+# Text whose outputs a method keeps while it edits, other than the neutral text `kl` is measured on
+PRESERVE_TEXT_FILE = "preserve_text.txt"
 BATCH_SIZE = 64
 
 
@@ -116,3 +120,18 @@ def read_at_positions(lm: LoadedModel, examples: Sequence[LabelledText], hook_na
             gathered[name].append(seen[name])
     return {name: torch.cat(parts) if parts else torch.empty(0, 0, dtype=torch.float64)
             for name, parts in gathered.items()}
+
+
+def preserve_text_examples(lm: LoadedModel, path: str = "", option: str = "preserve_text") -> list[LabelledText]:
+    """Every non-anchor token of the preserve text (`path`, or datasets/preserve_text.txt), in the evaluator's
+    128-token anchored chunks; `option` names the setting that gave `path`, for the error."""
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise DebiasKitError(f"option {option}: cannot read {path} ({error}); pass a UTF-8 text file") from None
+    else:
+        text = (project_data_dir() / PRESERVE_TEXT_FILE).read_text(encoding="utf-8")
+    first = 1 if lm.anchor_token_id is not None else 0
+    return [LabelledText(tuple(seq), tuple(range(first, len(seq))), 0, "neutral")
+            for seq in NeutralText(lm, text).sequences]

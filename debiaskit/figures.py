@@ -89,7 +89,8 @@ def gap_kl_figure(summary: dict[str, Any], path: Path) -> Path | None:
 
 def selectivity_figure(summary: dict[str, Any] | None, sweep: dict[str, Any] | None, path: Path) -> Path | None:
     """stereotype_retained (x) against definitional_retained (y): each compared method (filled) and each swept
-    setting (hollow, labelled with its value); the ideal corner (0, 1) removes the stereotype and keeps gender."""
+    setting (hollow, labelled with its value), the third axis, cost, written beside each point (`kl_gendered`, the
+    kl on gendered text, where the row has it); the ideal corner (0, 1) removes the stereotype and keeps gender."""
     points = [(row["method"], row, True) for row in (summary or {}).get("methods", [])]
     points += [(f"{p['method']} {p['value']}", p, False) for p in (sweep or {}).get("points", [])]
     points = [(label, row, filled) for label, row, filled in points if row.get("status") == "ok"
@@ -105,6 +106,9 @@ def selectivity_figure(summary: dict[str, Any] | None, sweep: dict[str, Any] | N
         x, y = row["stereotype_retained"], row["definitional_retained"]
         axis.scatter([x], [y], marker=marker, s=36 if filled else 24, facecolors="black" if filled else "white",
                      edgecolors="black")
+        cost = row.get("kl_gendered")
+        if isinstance(cost, (int, float)) and math.isfinite(cost):
+            label = f"{label} (kl {cost:.2g})"
         axis.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
     axis.scatter([0], [1], marker="*", s=140, facecolors="white", edgecolors="black", zorder=3)
     axis.annotate("ideal: stereotype gone, gender kept", (0, 1), fontsize=7, xytext=(6, -10),

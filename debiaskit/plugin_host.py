@@ -31,6 +31,7 @@ DEFAULT_PLUGINS = (
     "debiaskit.plugins.locate",
     "debiaskit.plugins.lsdm",
     "debiaskit.plugins.sae_steer",
+    "debiaskit.plugins.occupation_gate",
 )
 # The baseline row and the built-in data sets: every comparison needs them, so they load whatever the env var says.
 ALWAYS_LOADED = ("debiaskit.plugins.none", "debiaskit.plugins.occupation_datasets")

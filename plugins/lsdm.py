@@ -41,19 +41,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, hookimpl
-from debiaskit.concepts import LabelledText, job_examples, read_at_positions, word_pair_examples
-from debiaskit.data import project_data_dir
-from debiaskit.evaluator import NeutralText
+from debiaskit.concepts import LabelledText, job_examples, preserve_text_examples, read_at_positions, word_pair_examples
 from debiaskit.word_lists import gendered_words
 
 RIDGE = 1e-6
-PRESERVE_TEXT_FILE = "preserve_text.txt"
 # The three MLP sites `debiaskit locate --templates-per-job 4` ranks highest on SmolLM2 (40 jobs x 4 templates; mean
 # indirect effect at the occupation's last token: block 0 162.8, block 21 7.7, block 24 5.1; total effect 86.8).
 # Held-out (5-fold over jobs), editing block 0 alone left the gap unchanged (+4%, within noise; -9% in-sample): patching
@@ -127,7 +123,7 @@ class LeastSquaresDebias(Method):
         vocabulary = gendered_words()
         words = [example.last_position_only()
                  for example in word_pair_examples(lm, vocabulary.fit_pairs, vocabulary.fit_contexts, "word")]
-        neutral = neutral_examples(lm, self.settings["preserve_text"])
+        neutral = preserve_text_examples(lm, self.settings["preserve_text"], "lsdm.preserve_text")
         self.edits, self.axes, self.fit_report = {}, {}, {}
         anchor = [LabelledText(tuple(lm.encode("")), (0,), 0, "anchor")] if lm.anchor_token_id is not None else []
         for layer in self.layers:  # bottom-up, each on keys read with the edits below applied
@@ -181,22 +177,6 @@ def edited_weights(lm: LoadedModel, edits: dict[int, torch.Tensor]) -> Iterator[
 
 def relative_norm(part: torch.Tensor, whole: torch.Tensor) -> float:
     return float(part.norm() / whole.norm().clamp_min(1e-12))
-
-
-def neutral_examples(lm: LoadedModel, path: str) -> list[LabelledText]:
-    """Every non-anchor token of the preserve text (`path`, or datasets/preserve_text.txt), in the evaluator's
-    128-token anchored chunks."""
-    if path:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise DebiasKitError(f"option lsdm.preserve_text: cannot read {path} ({error}); "
-                                 "pass a UTF-8 text file") from None
-    else:
-        text = (project_data_dir() / PRESERVE_TEXT_FILE).read_text(encoding="utf-8")
-    first = 1 if lm.anchor_token_id is not None else 0
-    return [LabelledText(tuple(seq), tuple(range(first, len(seq))), 0, "neutral")
-            for seq in NeutralText(lm, text).sequences]
 
 
 def read_mlp(lm: LoadedModel, examples: Sequence[LabelledText], layer: int) -> tuple[torch.Tensor, torch.Tensor]:
