@@ -135,3 +135,15 @@ def preserve_text_examples(lm: LoadedModel, path: str = "", option: str = "prese
     first = 1 if lm.anchor_token_id is not None else 0
     return [LabelledText(tuple(seq), tuple(range(first, len(seq))), 0, "neutral")
             for seq in NeutralText(lm, text).sequences]
+
+
+def gender_direction(values: torch.Tensor, female: torch.Tensor) -> torch.Tensor:
+    """Unit mean difference [d] of the rows of `values` [n, d] marked `female` minus the others."""
+    direction = values[female].mean(0) - values[~female].mean(0)
+    return direction / direction.norm()
+
+
+def balanced_midpoint(along: torch.Tensor, female: torch.Tensor) -> float:
+    """The mean of the two groups' mean projections `along` [n]: where female-dominated and male-dominated jobs meet
+    halfway, whatever the groups' sizes (the neutral point of LSDM and the occupation gate)."""
+    return 0.5 * float(along[female].mean() + along[~female].mean())

@@ -46,7 +46,15 @@ from typing import Any
 import torch
 
 from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, hookimpl
-from debiaskit.concepts import LabelledText, job_examples, preserve_text_examples, read_at_positions, word_pair_examples
+from debiaskit.concepts import (
+    LabelledText,
+    balanced_midpoint,
+    gender_direction,
+    job_examples,
+    preserve_text_examples,
+    read_at_positions,
+    word_pair_examples,
+)
 from debiaskit.word_lists import gendered_words
 
 RIDGE = 1e-6
@@ -133,10 +141,9 @@ class LeastSquaresDebias(Method):
                 neutral_keys, _ = read_mlp(lm, neutral, layer)
                 anchor_key = read_mlp(lm, anchor, layer)[0][0] if anchor else None
             labels = torch.tensor([example.label for example in words], dtype=torch.bool)
-            direction = word_outputs[labels].mean(0) - word_outputs[~labels].mean(0)
-            direction = direction / direction.norm()
+            direction = gender_direction(word_outputs, labels)
             along = outputs @ direction
-            neutral_point = 0.5 * (along[female_jobs].mean() + along[~female_jobs].mean())
+            neutral_point = balanced_midpoint(along, female_jobs)
             wanted = -self.settings["strength"] * (along - neutral_point).unsqueeze(1) * direction
             edit = solve_edit(keys, wanted, neutral_keys, self.settings["preserve"], anchor_key)
             self.edits[layer] = edit.float()

@@ -40,7 +40,14 @@ import numpy as np
 import torch
 
 from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, hooked, hookimpl
-from debiaskit.concepts import job_examples, preserve_text_examples, read_at_positions, word_pair_examples
+from debiaskit.concepts import (
+    balanced_midpoint,
+    gender_direction,
+    job_examples,
+    preserve_text_examples,
+    read_at_positions,
+    word_pair_examples,
+)
 from debiaskit.word_lists import gendered_words
 
 TEXT_NEGATIVES_PER_WORD_TOKEN = 2  # preserve-text tokens drawn as gate negatives, per fit-word token
@@ -156,10 +163,8 @@ def fit_gate(job_resid: torch.Tensor, female_job: torch.Tensor, word_resid: torc
     (`female_job` marks the female-dominated ones), the fit words' (`female_word`) and the gate's negatives."""
     from sklearn.linear_model import LogisticRegression
 
-    direction = word_resid[female_word].mean(0) - word_resid[~female_word].mean(0)
-    direction = direction / direction.norm()
-    along = job_resid @ direction
-    neutral_point = 0.5 * float(along[female_job].mean() + along[~female_job].mean())
+    direction = gender_direction(word_resid, female_word)
+    neutral_point = balanced_midpoint(job_resid @ direction, female_job)
     features = torch.cat([job_resid, other_resid]).numpy()
     is_job = np.r_[np.ones(len(job_resid)), np.zeros(len(other_resid))]
     mean, scale = features.mean(0), features.std(0) + 1e-6  # standardised for the solver, folded back below
