@@ -1,9 +1,9 @@
 """Labelled examples of a concept (gendered words, jobs by group) and the activations at their positions.
 
 Several methods learn from the same material: LEACE fits an eraser on it, the SAE methods pick latents from it,
-LSDM reads MLP keys from it, the occupation gate its detector's examples. What they share lives here, so each reads the same positions the same way: the
-anchor token is never an example position (its activations are ~100x larger than the rest in Llama-family models),
-and a position is counted from the end of its left-padded row.
+LSDM reads MLP keys from it, the occupation gate its detector's examples. What they share lives here, so each reads
+the same positions the same way: the anchor token is never an example position (its activations are ~100x larger
+than the rest in Llama-family models), and a position is counted from the end of its left-padded row.
 """
 
 from __future__ import annotations
