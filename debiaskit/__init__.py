@@ -3,7 +3,7 @@
 from debiaskit.data import DatasetSpec, Occupation, OccupationSet, TemplateFamily
 from debiaskit.errors import DebiasKitError
 from debiaskit.hookspecs import hookimpl
-from debiaskit.method import FitContext, Intervention, Method, hooked
+from debiaskit.method import FitContext, Intervention, Method, check_layers, hooked, resid_post
 from debiaskit.model import LoadedModel, load_model
 from debiaskit.options import Option
 
@@ -18,7 +18,9 @@ __all__ = [
     "OccupationSet",
     "Option",
     "TemplateFamily",
+    "check_layers",
     "hooked",
     "hookimpl",
     "load_model",
+    "resid_post",
 ]

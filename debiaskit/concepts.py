@@ -137,6 +137,13 @@ def preserve_text_examples(lm: LoadedModel, path: str = "", option: str = "prese
             for seq in NeutralText(lm, text).sequences]
 
 
+def require_both_groups(jobs: Sequence[Occupation], method: str) -> None:
+    """Raise DebiasKitError unless `jobs` (a method's training jobs) hold both groups, as a neutral point needs."""
+    if len({job.group for job in jobs}) < 2:
+        raise DebiasKitError(f"{method} needs training jobs of both groups for its neutral point; "
+                             f"got {len(jobs)} of one group only")
+
+
 def gender_direction(values: torch.Tensor, female: torch.Tensor) -> torch.Tensor:
     """Unit mean difference [d] of the rows of `values` [n, d] marked `female` minus the others."""
     direction = values[female].mean(0) - values[~female].mean(0)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from debiaskit.errors import DebiasKitError
 from debiaskit.options import Option, resolve_settings
 
 if TYPE_CHECKING:
@@ -86,13 +87,24 @@ class Method:
         return {}
 
 
+def resid_post(layer: int) -> str:
+    """The hook point of the residual stream after block `layer`, where the residual-stream methods read and edit."""
+    return f"blocks.{layer}.hook_resid_post"
+
+
+def check_layers(lm: LoadedModel, layers: Sequence[int], option: str) -> None:
+    """Raise DebiasKitError when a layer of `layers` (the value of `option`, e.g. leace.layers) is not a block
+    of `lm`."""
+    bad = [layer for layer in layers if not 0 <= layer < lm.n_layers]
+    if bad:
+        raise DebiasKitError(f"option {option} has {bad[0]}; {lm.name} has blocks 0 to {lm.n_layers - 1}")
+
+
 @contextmanager
 def hooked(lm: LoadedModel, hooks: Sequence[ActivationHook]) -> Iterator[None]:
     """Install forward hooks for the block's duration; they are removed on every exit path."""
     unknown = [name for name, _ in hooks if name not in lm.model.hook_dict]
     if unknown:
-        from debiaskit.errors import DebiasKitError
-
         raise DebiasKitError(f"hook point {unknown[0]!r} does not exist in {lm.name}; e.g. blocks.0.hook_resid_post")
     with lm.model.hooks(fwd_hooks=list(hooks), reset_hooks_end=True):
         yield

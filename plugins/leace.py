@@ -40,7 +40,18 @@ import numpy as np
 import torch
 from concept_erasure import LeaceEraser, LeaceFitter
 
-from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, hooked, hookimpl
+from debiaskit import (
+    DebiasKitError,
+    FitContext,
+    Intervention,
+    LoadedModel,
+    Method,
+    Option,
+    check_layers,
+    hooked,
+    hookimpl,
+    resid_post,
+)
 from debiaskit.commands.support import (
     data_options,
     host_of,
@@ -70,10 +81,6 @@ PROBE_PAIR_SHARE = 0.4  # of the definitional [female, male] pairs: never fitted
 # from editing positions it was not fitted on (`all`), where its mean shift moves every job toward the fit words'
 # mean. Layer 4 was chosen with `all`.
 LAYERS_OPTION = Option("layers", tuple, (4,), "erase the residual stream after these blocks (blocks.L.hook_resid_post)")
-
-
-def resid_hook_name(layer: int) -> str:
-    return f"blocks.{layer}.hook_resid_post"
 
 
 @dataclass(frozen=True)
@@ -122,9 +129,7 @@ class LeaceErasure(Method):
         return frozenset(gendered_words().words()) if self.settings["concept"] == "definitional" else frozenset()
 
     def check(self, lm: LoadedModel) -> None:
-        bad = [layer for layer in self.layers if not 0 <= layer < lm.n_layers]
-        if bad:
-            raise DebiasKitError(f"option leace.layers has {bad[0]}; {lm.name} has blocks 0 to {lm.n_layers - 1}")
+        check_layers(lm, self.layers, "leace.layers")
 
     def fit(self, context: FitContext) -> None:
         lm, positions, blend = context.model, self.settings["fit_positions"], self.settings["blend"]
@@ -200,7 +205,7 @@ def edit_positions(lm: LoadedModel, setting: str, edited_tokens: torch.Tensor | 
 
 def erasure_hooks(lm: LoadedModel, erasers: dict[int, LeaceEraser], blend: float,
                   where: PositionMask | None = None) -> list[tuple[str, Any]]:
-    return [(resid_hook_name(layer), erasure_hook(lm, eraser, blend, where or lm.editable_mask))
+    return [(resid_post(layer), erasure_hook(lm, eraser, blend, where or lm.editable_mask))
             for layer, eraser in erasers.items()]
 
 
@@ -254,9 +259,9 @@ def collect(lm: LoadedModel, examples: Sequence[LabelledText], layers: Sequence[
     if not labels:
         raise DebiasKitError("leace found no positions to fit on; check fit_positions and the fit texts")
     groups = tuple(example.group for example in examples for _ in example.positions)
-    read = read_at_positions(lm, examples, [resid_hook_name(layer) for layer in layers], hooks, max(layers) + 1)
+    read = read_at_positions(lm, examples, [resid_post(layer) for layer in layers], hooks, max(layers) + 1)
     label_tensor = torch.tensor(labels, dtype=torch.float64)
-    return {layer: Activations(read[resid_hook_name(layer)], label_tensor, groups) for layer in layers}
+    return {layer: Activations(read[resid_post(layer)], label_tensor, groups) for layer in layers}
 
 
 def logistic_probe():

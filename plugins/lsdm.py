@@ -45,7 +45,7 @@ from typing import Any
 
 import torch
 
-from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, hookimpl
+from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, check_layers, hookimpl
 from debiaskit.concepts import (
     LabelledText,
     balanced_midpoint,
@@ -53,6 +53,7 @@ from debiaskit.concepts import (
     job_examples,
     preserve_text_examples,
     read_at_positions,
+    require_both_groups,
     word_pair_examples,
 )
 from debiaskit.word_lists import gendered_words
@@ -104,8 +105,6 @@ class LeastSquaresDebias(Method):
 
     def __init__(self, **given: Any) -> None:
         super().__init__(**given)
-        if not self.settings["layers"]:
-            raise DebiasKitError("option lsdm.layers needs at least one layer, e.g. layers=2,3")
         self.layers = tuple(sorted(set(self.settings["layers"])))
         self.edits: dict[int, torch.Tensor] = {}
         self.axes: dict[int, tuple[torch.Tensor, float]] = {}  # per layer: (u, c) of the module docstring
@@ -117,17 +116,16 @@ class LeastSquaresDebias(Method):
     def fitted_words(self) -> frozenset[str]:
         return frozenset(gendered_words().words())  # the gender direction comes from the fit pairs
 
+    def check(self, lm: LoadedModel) -> None:
+        check_layers(lm, self.layers, "lsdm.layers")
+
     def fit(self, context: FitContext) -> None:
         lm = context.model
-        bad = [layer for layer in self.layers if not 0 <= layer < lm.n_layers]
-        if bad:
-            raise DebiasKitError(f"option lsdm.layers has {bad[0]}; {lm.name} has blocks 0 to {lm.n_layers - 1}")
+        self.check(lm)
+        require_both_groups(context.train_jobs, self.name)
         jobs = [example.last_position_only()
                 for example in job_examples(lm, context.train_jobs, context.templates, "word")]
         female_jobs = torch.tensor([example.label == 1 for example in jobs], dtype=torch.bool)
-        if female_jobs.all() or not female_jobs.any():
-            raise DebiasKitError("lsdm needs training jobs of both groups for its neutral point; "
-                                 f"got {len(context.train_jobs)} of one group only")
         vocabulary = gendered_words()
         words = [example.last_position_only()
                  for example in word_pair_examples(lm, vocabulary.fit_pairs, vocabulary.fit_contexts, "word")]

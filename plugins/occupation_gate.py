@@ -39,13 +39,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, hooked, hookimpl
+from debiaskit import (
+    DebiasKitError,
+    FitContext,
+    Intervention,
+    LoadedModel,
+    Method,
+    Option,
+    check_layers,
+    hooked,
+    hookimpl,
+    resid_post,
+)
 from debiaskit.concepts import (
     balanced_midpoint,
     gender_direction,
     job_examples,
     preserve_text_examples,
     read_at_positions,
+    require_both_groups,
     word_pair_examples,
 )
 from debiaskit.word_lists import gendered_words
@@ -109,26 +121,21 @@ class OccupationGate(Method):
         return frozenset(gendered_words().words())  # u and the gate's negatives come from the fit pairs
 
     def check(self, lm: LoadedModel) -> None:
-        bad = [layer for layer in self.layers if not 0 <= layer < lm.n_layers]
-        if bad:
-            raise DebiasKitError(f"option occupation-gate.layers has {bad[0]}; "
-                                 f"{lm.name} has blocks 0 to {lm.n_layers - 1}")
+        check_layers(lm, self.layers, "occupation-gate.layers")
 
     def fit(self, context: FitContext) -> None:
         lm = context.model
         self.check(lm)
+        require_both_groups(context.train_jobs, self.name)
         jobs = job_examples(lm, context.train_jobs, context.templates, "word")
         female_job = torch.tensor([example.label == 1 for example in jobs for _ in example.positions])
-        if female_job.all() or not female_job.any():
-            raise DebiasKitError("occupation-gate needs training jobs of both groups for its neutral point; "
-                                 f"got {len(context.train_jobs)} of one group only")
         vocabulary = gendered_words()
         words = word_pair_examples(lm, vocabulary.fit_pairs, vocabulary.fit_contexts, "word")
         female_word = torch.tensor([example.label == 1 for example in words for _ in example.positions])
         text = preserve_text_examples(lm)
         self.gates, self.fit_report = {}, {}
         for layer in self.layers:  # bottom-up, each read with the gates below applied
-            name = resid_hook_name(layer)
+            name = resid_post(layer)
             with hooked(lm, gate_hooks(lm, self.gates, self.settings["strength"])):
                 read = {kind: read_at_positions(lm, examples, [name], stop_at_layer=layer + 1)[name]
                         for kind, examples in (("jobs", jobs), ("words", words), ("text", text))}
@@ -154,10 +161,6 @@ class OccupationGate(Method):
         return {"layers": ",".join(str(layer) for layer in self.layers), **self.fit_report}
 
 
-def resid_hook_name(layer: int) -> str:
-    return f"blocks.{layer}.hook_resid_post"
-
-
 def fit_gate(job_resid: torch.Tensor, female_job: torch.Tensor, word_resid: torch.Tensor, female_word: torch.Tensor,
              other_resid: torch.Tensor, gate_c: float) -> Gate:
     """The module docstring's u, c, v and b from residuals [n, d_model] (float64): the training jobs' tokens
@@ -177,7 +180,7 @@ def fit_gate(job_resid: torch.Tensor, female_job: torch.Tensor, word_resid: torc
 
 
 def gate_hooks(lm: LoadedModel, gates: dict[int, Gate], strength: float) -> list[tuple[str, Any]]:
-    return [(resid_hook_name(layer), gate_hook(lm, gate.to(lm.device), strength)) for layer, gate in gates.items()]
+    return [(resid_post(layer), gate_hook(lm, gate.to(lm.device), strength)) for layer, gate in gates.items()]
 
 
 def gate_hook(lm: LoadedModel, gate: Gate, strength: float):

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from debiaskit import DebiasKitError, FitContext
+from debiaskit import DebiasKitError, FitContext, resid_post
 from debiaskit.concepts import job_examples, read_at_positions
 from debiaskit.data import Occupation, TemplateFamily
-from debiaskit.plugins.occupation_gate import Gate, OccupationGate, fit_gate, resid_hook_name
+from debiaskit.plugins.occupation_gate import Gate, OccupationGate, fit_gate
 
 FAMILY = TemplateFamily("t", "test", ("The {job} said that", "The {job} went home because"), ("he",), ("she",))
 JOBS = (Occupation("nurse", "female", 90.0), Occupation("secretary", "female", 92.0),
@@ -62,7 +62,7 @@ def test_fitted_on_a_real_forward_it_edits_gated_tokens_only_and_never_the_ancho
     examples = job_examples(tiny_lm, JOBS, FAMILY, "all")
     anchored = [type(example)(example.tokens, (0, *example.positions), example.label, example.group)
                 for example in examples]
-    name = resid_hook_name(0)
+    name = resid_post(0)
     before = read_at_positions(tiny_lm, anchored, [name], stop_at_layer=1)[name].float()
     with method.apply(tiny_lm):
         after = read_at_positions(tiny_lm, anchored, [name], stop_at_layer=1)[name].float()
