@@ -3,7 +3,9 @@
 A method is created from its options, fitted once (`fit`), and applied for exactly the duration of an
 evaluation (`apply`, a context manager). While applied it may
   * hook activations (`hooked` below installs TransformerLens hooks and always removes them),
-  * transform next-token logits (the `Intervention` it yields), and/or
+  * transform next-token logits (the `Intervention` it yields; a transform may run the model again itself, on
+    tokens of its own built from the batch, as Self-Debias runs the prefixed text: `LoadedModel.run` is free
+    whenever a transform is called), and/or
   * edit weights temporarily (restore them in a `finally`).
 The host scores every method with the same evaluator and metrics; no method computes its own headline number.
 """

@@ -32,6 +32,10 @@ DEFAULT_PLUGINS = (
     "debiaskit.plugins.lsdm",
     "debiaskit.plugins.sae_steer",
     "debiaskit.plugins.occupation_gate",
+    "debiaskit.plugins.inlp",
+    "debiaskit.plugins.sentence_debias",
+    "debiaskit.plugins.self_debias",
+    "debiaskit.plugins.caa",
 )
 # The baseline row and the built-in data sets: every comparison needs them, so they load whatever the env var says.
 ALWAYS_LOADED = ("debiaskit.plugins.none", "debiaskit.plugins.occupation_datasets")

@@ -4,6 +4,7 @@
                            SAE methods' contrast latents), as [female, male] pairs in neutral fit contexts
   definitional_nouns.json  `DefinitionalNoun`: the control nouns of `controls`, whose gender is part of their meaning
   gendered_tokens.json     `GenderedWordLists`: the words counted in generated text and rebalanced by logit-rebalance
+  gender_swaps.json        `GenderSwaps`: the [female, male] words swapped to make a sentence's counterfactual
   (in code)                `FEMALE_PRONOUNS`, `MALE_PRONOUNS`: the targets agreement on gendered text is read on
 
 Fit words and control nouns are a fixed disjoint split: a control noun a method was fitted on would make the control
@@ -14,6 +15,7 @@ logit-rebalance is fitted on nothing, it moves those words at the output.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from debiaskit.errors import DebiasKitError
 FIT_WORDS_FILE = "gendered_words.json"
 DEFINITIONAL_NOUNS_FILE = "definitional_nouns.json"
 GENDERED_TOKENS_FILE = "gendered_tokens.json"
+GENDER_SWAPS_FILE = "gender_swaps.json"
 
 # Not a data file: the third-person pronouns define the agreement measure (`targets.pronoun_targets`).
 FEMALE_PRONOUNS = ("she", "her", "hers")
@@ -111,3 +114,48 @@ def read_gendered_word_lists(path: str | Path | None = None) -> GenderedWordList
     if shared:
         raise DebiasKitError(f"{path}: {sorted(shared)[0]!r} is in both the female and the male list")
     return GenderedWordLists(lists["female"], lists["male"], str(path))
+
+
+@dataclass(frozen=True)
+class GenderSwaps:
+    """A word-for-word gender swap (datasets/gender_swaps.json): each [female, male] pair both ways, and the words
+    with no partner of their own (`one_way`, e.g. him -> her) one way. Lower-case keys; `swap` keeps each word's
+    casing (she -> he, She -> He, SHE -> HE)."""
+
+    pairs: tuple[tuple[str, str], ...]
+    one_way: tuple[tuple[str, str], ...]
+
+    def mapping(self) -> dict[str, str]:
+        both_ways = {word: other for female, male in self.pairs for word, other in ((female, male), (male, female))}
+        return {**dict(self.one_way), **both_ways}
+
+    def words(self) -> set[str]:
+        return set(self.mapping())
+
+    def swap(self, text: str) -> str:
+        """`text` with every whole word of the list replaced by its counterpart."""
+        mapping = self.mapping()
+        pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, mapping), key=len, reverse=True)) + r")\b",
+                             re.IGNORECASE)
+
+        def replace(found: re.Match[str]) -> str:
+            word = found.group(0)
+            other = mapping[word.lower()]
+            if word.isupper() and len(word) > 1:
+                return other.upper()
+            return other.capitalize() if word[0].isupper() else other
+
+        return pattern.sub(replace, text)
+
+
+def gender_swaps() -> GenderSwaps:
+    """The shipped swap list, datasets/gender_swaps.json; a word in two pairs would make the swap ambiguous, so it
+    is refused."""
+    path = project_data_dir() / GENDER_SWAPS_FILE
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    pairs = tuple((female, male) for female, male in raw["pairs"])
+    paired = [word for pair in pairs for word in pair]
+    repeated = sorted({word for word in paired if paired.count(word) > 1} | (set(paired) & set(raw["one_way"])))
+    if repeated:
+        raise DebiasKitError(f"{path}: {repeated[0]!r} is in more than one pair; each word needs one counterpart")
+    return GenderSwaps(pairs, tuple(raw["one_way"].items()))

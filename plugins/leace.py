@@ -32,11 +32,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import click
-import numpy as np
 import torch
 from concept_erasure import LeaceEraser, LeaceFitter
 
@@ -60,12 +58,12 @@ from debiaskit.commands.support import (
     model_options,
     usage_errors,
 )
-from debiaskit.concepts import POSITIONS, LabelledText, job_examples, read_at_positions, word_pair_examples
+from debiaskit.concepts import POSITIONS, LabelledText, job_examples, word_pair_examples
+from debiaskit.probes import collect, cross_validated_probe_accuracy, probe_accuracy, split_pairs
 from debiaskit.word_lists import gendered_words
 
 CONCEPTS = ("definitional", "occupations")
 EDIT_POSITIONS = ("fitted", "word", "last", "all")
-PROBE_PAIR_SHARE = 0.4  # of the definitional [female, male] pairs: never fitted on, kept for the probe
 # Layer 4 of SmolLM2's 30, chosen on the dev jobs (54 WinoGender and Bolukbasi occupations disjoint from occupations40)
 # by `debiaskit sweep -m leace --knob 'layers=4;8;12;16;20;24' --dev dev` (sweeps/README.md has the table): gap -24%,
 # -53%, -59%, -51%, -47%, -107% at layers 4 to 24, every kl <= 0.015. No layer keeps definitional_retained >= 0.9
@@ -81,13 +79,6 @@ PROBE_PAIR_SHARE = 0.4  # of the definitional [female, male] pairs: never fitted
 # from editing positions it was not fitted on (`all`), where its mean shift moves every job toward the fit words'
 # mean. Layer 4 was chosen with `all`.
 LAYERS_OPTION = Option("layers", tuple, (4,), "erase the residual stream after these blocks (blocks.L.hook_resid_post)")
-
-
-@dataclass(frozen=True)
-class Activations:
-    values: torch.Tensor  # [n, d_model] float64, on the CPU
-    labels: torch.Tensor  # [n] float64, 1 = female
-    groups: tuple[str, ...]
 
 
 class LeaceErasure(Method):
@@ -137,7 +128,7 @@ class LeaceErasure(Method):
         # The standard erasure check (as in INLP and LEACE): split the word pairs, fit the eraser on one part, train
         # a fresh probe on that part's erased activations and test it on the other part's, whose words neither saw.
         vocabulary = gendered_words()
-        fit_pairs, test_pairs = split_pairs(vocabulary.fit_pairs, context.seed)
+        fit_pairs, test_pairs = split_pairs(vocabulary.fit_pairs, context.seed, self.name)
         fit_words = word_pair_examples(lm, fit_pairs, vocabulary.fit_contexts, positions)
         if self.uses_jobs():
             examples = job_examples(lm, context.train_jobs, context.templates, positions)
@@ -239,56 +230,6 @@ def verify(lm: LoadedModel, train: Sequence[LabelledText], test: Sequence[Labell
         "probe_acc_after": max(probe_accuracy(erased_train[layer], erased_test[layer]) for layer in layers),
         "probe_acc_after_retrained": max(cross_validated_probe_accuracy(erased_test[layer]) for layer in layers),
     }
-
-
-def split_pairs(pairs: Sequence[tuple[str, str]], seed: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(fit pairs, probe pairs): a seeded share of the word pairs is kept away from the eraser for the probe."""
-    order = np.random.default_rng(seed).permutation(len(pairs))
-    n_probe = max(4, round(PROBE_PAIR_SHARE * len(pairs)))
-    if len(pairs) - n_probe < 2:
-        raise DebiasKitError(f"leace needs at least {n_probe + 2} definitional word pairs; "
-                             f"gendered_words.json has {len(pairs)}")
-    return [pairs[i] for i in order[n_probe:]], [pairs[i] for i in order[:n_probe]]
-
-
-def collect(lm: LoadedModel, examples: Sequence[LabelledText], layers: Sequence[int],
-            hooks: Sequence[tuple[str, Any]]) -> dict[int, Activations]:
-    """Per layer, the residual stream at each example's positions, read after `hooks` (installed first, so an
-    eraser at that layer is already applied)."""
-    labels = [example.label for example in examples for _ in example.positions]
-    if not labels:
-        raise DebiasKitError("leace found no positions to fit on; check fit_positions and the fit texts")
-    groups = tuple(example.group for example in examples for _ in example.positions)
-    read = read_at_positions(lm, examples, [resid_post(layer) for layer in layers], hooks, max(layers) + 1)
-    label_tensor = torch.tensor(labels, dtype=torch.float64)
-    return {layer: Activations(read[resid_post(layer)], label_tensor, groups) for layer in layers}
-
-
-def logistic_probe():
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-
-
-def probe_accuracy(train: Activations, test: Activations) -> float:
-    """Balanced accuracy on `test` of a logistic-regression probe trained on `train`."""
-    from sklearn.metrics import balanced_accuracy_score
-
-    probe = logistic_probe().fit(train.values.numpy(), train.labels.numpy().astype(int))
-    return float(balanced_accuracy_score(test.labels.numpy().astype(int), probe.predict(test.values.numpy())))
-
-
-def cross_validated_probe_accuracy(data: Activations) -> float:
-    """Balanced accuracy of a logistic-regression probe, cross-validated so the test words are never trained on."""
-    from sklearn.metrics import balanced_accuracy_score
-    from sklearn.model_selection import GroupKFold, cross_val_predict
-
-    labels = data.labels.numpy().astype(int)
-    predicted = cross_val_predict(logistic_probe(), data.values.numpy(), labels, groups=list(data.groups),
-                                  cv=GroupKFold(n_splits=min(5, len(set(data.groups)))))
-    return float(balanced_accuracy_score(labels, predicted))
 
 
 @click.command("leace-sweep")

@@ -27,6 +27,7 @@ import torch
 
 from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Option, hooked, hookimpl
 from debiaskit.commands.support import model_options, usage_errors
+from debiaskit.residual_edits import addition_hook
 from debiaskit.sae.latents import EMBEDDED, SAE_OPTION, SELECTION_OPTIONS, SAEMethod
 from debiaskit.sae.source import load_sae
 
@@ -86,16 +87,6 @@ def steer_hook(lm: LoadedModel, sae: Any, latents: Sequence[int], targets: torch
     return edit
 
 
-def add_direction_hook(lm: LoadedModel, direction: torch.Tensor, coeff: float):
-    """A hook adding coeff x direction [d_model] at every editable position."""
-    step = (coeff * direction).to(lm.device)
-
-    def add(activation: torch.Tensor, hook: Any) -> torch.Tensor:
-        return activation + lm.editable_mask(activation) * step.to(activation.dtype)
-
-    return add
-
-
 @click.command("steer")
 @click.option("--latent", type=int, required=True, help="SAE latent whose decoder direction is added.")
 @click.option("--coeff", type=float, required=True,
@@ -122,7 +113,7 @@ def steer_command(latent: int, coeff: float, prompt: str, source: str, model: st
             raise DebiasKitError(f"latent {latent} does not exist; {loaded.source} has latents "
                                  f"0 to {loaded.sae.cfg.d_sae - 1}")
         direction = loaded.sae.W_dec[latent].detach().float()
-        with hooked(lm, [(loaded.hook_name, add_direction_hook(lm, direction, coeff))]):
+        with hooked(lm, [addition_hook(lm, loaded.hook_name, coeff * direction)]):
             steered = sample_continuations(lm, [prompt], **sampling)[0]
         plain = sample_continuations(lm, [prompt], **sampling)[0]
     click.echo(f"prompt: {prompt}")

@@ -8,7 +8,8 @@ from debiaskit import DebiasKitError, FitContext, hooked
 from debiaskit.cli import cli
 from debiaskit.concepts import labelled_text
 from debiaskit.plugin_host import load_plugins
-from debiaskit.plugins.leace import Activations, LeaceErasure, cross_validated_probe_accuracy, probe_accuracy
+from debiaskit.plugins.leace import LeaceErasure
+from debiaskit.probes import Activations, cross_validated_probe_accuracy, probe_accuracy
 from debiaskit.word_lists import gendered_words
 
 
