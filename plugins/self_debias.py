@@ -45,7 +45,11 @@ class SelfDebias(Method):
 
         def transform(logits: torch.Tensor, batch: Batch) -> torch.Tensor:  # logits [batch, pos, vocab]
             prefixed = prefixed_logits(lm, batch, prefix_ids, logits.shape[1])
-            return self_debiased_log_probs(logits, prefixed, self.settings["decay"], self.settings["epsilon"])
+            debiased = torch.empty_like(logits)
+            for row in range(len(logits)):  # row by row: the formula's vocabulary-wide temporaries stay one row big
+                debiased[row] = self_debiased_log_probs(logits[row], prefixed[row], self.settings["decay"],
+                                                        self.settings["epsilon"])
+            return debiased
 
         yield Intervention(logits_transform=transform)
 
