@@ -35,7 +35,10 @@ from debiaskit.residual_edits import orthonormal_basis, project_out, projection_
 from debiaskit.word_lists import gendered_words
 
 CONCEPTS = ("definitional", "occupations")
-# Defaults: see sweeps/README.md, "inlp".
+# Layer 8, chosen on the dev jobs by `debiaskit sweep -m inlp --knob inlp.layer=4,8,16,24 --dev dev` (with the other
+# baselines, sweeps/README.md): gap -21%, -29%, -39%, -67%; definitional_retained 0.78, 0.78, 0.71, 0.42; kl 0.045,
+# 0.035, 0.035, 0.022. No layer is within kl 0.02, so the rule (largest gap reduction within the budget and the
+# floor) was applied at kl 0.05 and the highest floor any layer meets, 0.78, which only layer 8 does.
 DEFAULT_LAYER = 8
 DEFAULT_ITERATIONS = 10  # bias-bench's setting for GPT-2 (Meade et al. 2022)
 
