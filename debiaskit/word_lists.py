@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from debiaskit.data import project_data_dir
@@ -125,18 +126,22 @@ class GenderSwaps:
     pairs: tuple[tuple[str, str], ...]
     one_way: tuple[tuple[str, str], ...]
 
+    @cached_property
     def mapping(self) -> dict[str, str]:
         both_ways = {word: other for female, male in self.pairs for word, other in ((female, male), (male, female))}
         return {**dict(self.one_way), **both_ways}
 
+    @cached_property
+    def _pattern(self) -> re.Pattern[str]:  # every listed word, whole, longest first; built once, not per sentence
+        return re.compile(r"\b(" + "|".join(sorted(map(re.escape, self.mapping), key=len, reverse=True)) + r")\b",
+                          re.IGNORECASE)
+
     def words(self) -> set[str]:
-        return set(self.mapping())
+        return set(self.mapping)
 
     def swap(self, text: str) -> str:
         """`text` with every whole word of the list replaced by its counterpart."""
-        mapping = self.mapping()
-        pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, mapping), key=len, reverse=True)) + r")\b",
-                             re.IGNORECASE)
+        mapping = self.mapping
 
         def replace(found: re.Match[str]) -> str:
             word = found.group(0)
@@ -145,7 +150,7 @@ class GenderSwaps:
                 return other.upper()
             return other.capitalize() if word[0].isupper() else other
 
-        return pattern.sub(replace, text)
+        return self._pattern.sub(replace, text)
 
 
 def gender_swaps() -> GenderSwaps:
