@@ -1,14 +1,18 @@
 """Sentences of a public-domain corpus, for methods that learn from ordinary text (SentenceDebias's counterfactual
-pairs). The default is the NLTK Project Gutenberg selection of the shared data folder (`shared_data_dir()`); a user
-passes any text file or folder of .txt files instead. Read from there, never copied into the project."""
+pairs, CDA's training text). The default is the NLTK Project Gutenberg selection of the shared data folder
+(`shared_data_dir()`); a user passes any text file or folder of .txt files instead. Read from there, never copied
+into the project."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import numpy as np
+
 from debiaskit.errors import DebiasKitError
 from debiaskit.professions import shared_data_dir
+from debiaskit.word_lists import GenderSwaps
 
 CORPUS_DIR = "corpus/nltk_gutenberg_2006"  # relative to shared_data_dir()
 SENTENCE_WORDS = (6, 40)  # shorter ones are headings and fragments; longer ones mostly run-on verse
@@ -46,3 +50,11 @@ def corpus_sentences(path: str | Path | None = None, option: str = "corpus") -> 
                 if SENTENCE_WORDS[0] <= len(sentence.split()) <= SENTENCE_WORDS[1]:
                     sentences.append(sentence)
     return sentences
+
+
+def gendered_sentences(sentences: list[str], swaps: GenderSwaps, count: int, seed: int) -> list[str]:
+    """A seeded sample of `count` of the `sentences` that name a swap word (all of them when there are fewer), in
+    corpus order."""
+    candidates = [sentence for sentence in sentences if swaps.names_a_word(sentence)]
+    order = np.random.default_rng(seed).permutation(len(candidates))[:count]
+    return [candidates[i] for i in sorted(order)]

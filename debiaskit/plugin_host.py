@@ -36,6 +36,8 @@ DEFAULT_PLUGINS = (
     "debiaskit.plugins.sentence_debias",
     "debiaskit.plugins.self_debias",
     "debiaskit.plugins.caa",
+    "debiaskit.plugins.dama",
+    "debiaskit.plugins.cda",
 )
 # The baseline row and the built-in data sets: every comparison needs them, so they load whatever the env var says.
 ALWAYS_LOADED = ("debiaskit.plugins.none", "debiaskit.plugins.occupation_datasets")

@@ -98,14 +98,13 @@ def _safe(name: str) -> str:
 
 
 def _read_entry(entry: Path) -> ConvertedWeights | None:
-    from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
+    read = read_tensor_entry(entry)
+    if read is None:
+        return None
+    state_dict, record = read
     try:
-        record = json.loads((entry / RECORD_FILE).read_text(encoding="utf-8"))
-        if file_sha256(entry / WEIGHTS_FILE) != record["weights_sha256"]:
-            return None
-        state_dict = load_file(str(entry / WEIGHTS_FILE))
         tokenizer = AutoTokenizer.from_pretrained(str(entry / TOKENIZER_DIR))
         return ConvertedWeights(dict(record["cfg_kwargs"]), state_dict, tokenizer)
     except Exception:  # any unreadable part makes the whole entry absent; it is rebuilt, never half-used
@@ -113,16 +112,41 @@ def _read_entry(entry: Path) -> ConvertedWeights | None:
 
 
 def _write_entry(entry: Path, converted: ConvertedWeights) -> None:
-    """Write into a temporary sibling folder, then rename it into place: readers see all of it or nothing."""
+    write_tensor_entry(entry, converted.state_dict, {"cfg_kwargs": converted.cfg_kwargs},
+                       lambda staging: converted.tokenizer.save_pretrained(str(staging / TOKENIZER_DIR)))
+    stem = entry.name.rsplit("-", 1)[0]
+    for stale in entry.parent.iterdir():
+        if stale != entry and stale.is_dir() and stale.name.rsplit("-", 1)[0] == stem:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def read_tensor_entry(entry: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """(tensors, record) of a cache entry folder whose weights file matches its recorded sha256, else None."""
+    from safetensors.torch import load_file
+
+    try:
+        record = json.loads((entry / RECORD_FILE).read_text(encoding="utf-8"))
+        if file_sha256(entry / WEIGHTS_FILE) != record["weights_sha256"]:
+            return None
+        return load_file(str(entry / WEIGHTS_FILE)), record
+    except Exception:  # any unreadable part makes the whole entry absent; it is rebuilt, never half-used
+        return None
+
+
+def write_tensor_entry(entry: Path, tensors: dict[str, torch.Tensor], record: dict[str, Any],
+                       write_more: Callable[[Path], Any] | None = None) -> None:
+    """Write `tensors` (safetensors), `record` (JSON, with the weights' sha256 added) and whatever `write_more`
+    puts in the folder into a temporary sibling folder, then rename it into place: readers see all of it or
+    nothing."""
     from safetensors.torch import save_file
 
     entry.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     try:
-        tensors = {key: value.detach().contiguous() for key, value in converted.state_dict.items()}
-        save_file(tensors, str(staging / WEIGHTS_FILE))
-        converted.tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
-        record = {"cfg_kwargs": converted.cfg_kwargs, "weights_sha256": file_sha256(staging / WEIGHTS_FILE)}
+        save_file({key: value.detach().contiguous() for key, value in tensors.items()}, str(staging / WEIGHTS_FILE))
+        if write_more is not None:
+            write_more(staging)
+        record = {**record, "weights_sha256": file_sha256(staging / WEIGHTS_FILE)}
         (staging / RECORD_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
         try:
             staging.rename(entry)
@@ -131,7 +155,3 @@ def _write_entry(entry: Path, converted: ConvertedWeights) -> None:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    stem = entry.name.rsplit("-", 1)[0]
-    for stale in entry.parent.iterdir():
-        if stale != entry and stale.is_dir() and stale.name.rsplit("-", 1)[0] == stem:
-            shutil.rmtree(stale, ignore_errors=True)

@@ -132,12 +132,18 @@ class GenderSwaps:
         return {**dict(self.one_way), **both_ways}
 
     @cached_property
-    def _pattern(self) -> re.Pattern[str]:  # every listed word, whole, longest first; built once, not per sentence
-        return re.compile(r"\b(" + "|".join(sorted(map(re.escape, self.mapping), key=len, reverse=True)) + r")\b",
-                          re.IGNORECASE)
+    def _pattern(self) -> re.Pattern[str]:
+        # every listed word, longest first, between non-letters (so Gutenberg's italic _she_ counts as she); built
+        # once, not per sentence
+        words = "|".join(sorted(map(re.escape, self.mapping), key=len, reverse=True))
+        return re.compile(rf"(?<![A-Za-z])({words})(?![A-Za-z])", re.IGNORECASE)
 
     def words(self) -> set[str]:
         return set(self.mapping)
+
+    def names_a_word(self, text: str) -> bool:
+        """True when `text` holds a listed word that `swap` would replace."""
+        return self._pattern.search(text) is not None
 
     def swap(self, text: str) -> str:
         """`text` with every whole word of the list replaced by its counterpart."""

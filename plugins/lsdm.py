@@ -39,7 +39,7 @@ so its kl was in-sample; it now preserves on datasets/preserve_text.txt (the opt
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -47,15 +47,14 @@ import torch
 
 from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, check_layers, hookimpl
 from debiaskit.concepts import (
-    LabelledText,
     balanced_midpoint,
     gender_direction,
     job_examples,
     preserve_text_examples,
-    read_at_positions,
     require_both_groups,
     word_pair_examples,
 )
+from debiaskit.mlp_edits import anchor_key, edited_weights, keep_anchor, read_mlp, relative_norm
 from debiaskit.word_lists import gendered_words
 
 RIDGE = 1e-6
@@ -84,11 +83,7 @@ def solve_edit(keys: torch.Tensor, wanted: torch.Tensor, neutral_keys: torch.Ten
     system += ridge * torch.trace(system) / len(system) * torch.eye(len(system), dtype=torch.float64,
                                                                     device=system.device)
     edit = torch.linalg.solve(system, keys.T @ wanted / len(keys))
-    if anchor_key is not None:
-        a = anchor_key.double().reshape(1, -1)
-        inverse_a = torch.linalg.solve(system, a.T)  # A^-1 a^T [d_mlp, 1]
-        edit = edit - inverse_a @ torch.linalg.solve(a @ inverse_a, a @ edit)
-    return edit
+    return edit if anchor_key is None else keep_anchor(edit, system, anchor_key)
 
 
 class LeastSquaresDebias(Method):
@@ -131,19 +126,18 @@ class LeastSquaresDebias(Method):
                  for example in word_pair_examples(lm, vocabulary.fit_pairs, vocabulary.fit_contexts, "word")]
         neutral = preserve_text_examples(lm, self.settings["preserve_text"], "lsdm.preserve_text")
         self.edits, self.axes, self.fit_report = {}, {}, {}
-        anchor = [LabelledText(tuple(lm.encode("")), (0,), 0, "anchor")] if lm.anchor_token_id is not None else []
         for layer in self.layers:  # bottom-up, each on keys read with the edits below applied
             with edited_weights(lm, self.edits):
                 keys, outputs = read_mlp(lm, jobs, layer)
                 _, word_outputs = read_mlp(lm, words, layer)
                 neutral_keys, _ = read_mlp(lm, neutral, layer)
-                anchor_key = read_mlp(lm, anchor, layer)[0][0] if anchor else None
+                anchor = anchor_key(lm, layer)
             labels = torch.tensor([example.label for example in words], dtype=torch.bool)
             direction = gender_direction(word_outputs, labels)
             along = outputs @ direction
             neutral_point = balanced_midpoint(along, female_jobs)
             wanted = -self.settings["strength"] * (along - neutral_point).unsqueeze(1) * direction
-            edit = solve_edit(keys, wanted, neutral_keys, self.settings["preserve"], anchor_key)
+            edit = solve_edit(keys, wanted, neutral_keys, self.settings["preserve"], anchor)
             self.edits[layer] = edit.float()
             self.axes[layer] = (direction, float(neutral_point))
             weight = lm.model.blocks[layer].mlp.W_out.detach().to("cpu", torch.float64)
@@ -162,33 +156,6 @@ class LeastSquaresDebias(Method):
 
     def details(self) -> dict[str, Any]:
         return {"layers": ",".join(str(layer) for layer in self.layers), **self.fit_report}
-
-
-@contextmanager
-def edited_weights(lm: LoadedModel, edits: dict[int, torch.Tensor]) -> Iterator[None]:
-    """W_out += D per layer for the block's duration; the saved originals are copied back on every exit path."""
-    saved = {layer: lm.model.blocks[layer].mlp.W_out.detach().clone() for layer in edits}
-    try:
-        with torch.no_grad():
-            for layer, edit in edits.items():
-                weight = lm.model.blocks[layer].mlp.W_out
-                weight.add_(edit.to(weight.device, weight.dtype))
-        yield
-    finally:
-        with torch.no_grad():
-            for layer, original in saved.items():
-                lm.model.blocks[layer].mlp.W_out.copy_(original)
-
-
-def relative_norm(part: torch.Tensor, whole: torch.Tensor) -> float:
-    return float(part.norm() / whole.norm().clamp_min(1e-12))
-
-
-def read_mlp(lm: LoadedModel, examples: Sequence[LabelledText], layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(keys [n, d_mlp], outputs [n, d_model]) of block `layer`'s MLP at every example position, float64 on the CPU."""
-    key_hook, output_hook = f"blocks.{layer}.mlp.hook_post", f"blocks.{layer}.hook_mlp_out"
-    read = read_at_positions(lm, examples, [key_hook, output_hook], stop_at_layer=layer + 1)
-    return read[key_hook], read[output_hook]
 
 
 @hookimpl

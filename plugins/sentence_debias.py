@@ -16,7 +16,6 @@ default) that name at least one swap word.
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,9 +37,9 @@ from debiaskit import (
     resid_post,
 )
 from debiaskit.concepts import LabelledText, labelled_text, read_at_positions
-from debiaskit.corpus import corpus_sentences
+from debiaskit.corpus import corpus_sentences, gendered_sentences
 from debiaskit.residual_edits import projection_hook
-from debiaskit.word_lists import GenderSwaps, gender_swaps
+from debiaskit.word_lists import gender_swaps
 
 # Layer 16, chosen on the dev jobs by `debiaskit sweep -m sentence-debias --knob sentence-debias.layer=4,8,16,24
 # --dev dev` (with the other baselines, sweeps/README.md): gap -31%, -55%, -74%, -94%; definitional_retained 0.60,
@@ -101,14 +100,6 @@ class SentenceDebias(Method):
 
     def details(self) -> dict[str, Any]:
         return dict(self.report)
-
-
-def gendered_sentences(sentences: Sequence[str], swaps: GenderSwaps, count: int, seed: int) -> list[str]:
-    """A seeded sample of `count` of the `sentences` that name a swap word (all of them when there are fewer)."""
-    words = swaps.words()
-    candidates = [s for s in sentences if any(token.lower() in words for token in re.findall(r"[A-Za-z]+", s))]
-    order = np.random.default_rng(seed).permutation(len(candidates))[:count]
-    return [candidates[i] for i in sorted(order)]
 
 
 def sentence_embeddings(lm: LoadedModel, sentences: Sequence[str], layer: int) -> torch.Tensor:

@@ -10,8 +10,9 @@ import torch
 from debiaskit import DebiasKitError, FitContext
 from debiaskit.concepts import PRESERVE_TEXT_FILE, job_examples
 from debiaskit.data import Occupation, TemplateFamily, project_data_dir
+from debiaskit.mlp_edits import edited_weights, read_mlp
 from debiaskit.plugin_host import load_plugins
-from debiaskit.plugins.lsdm import LeastSquaresDebias, edited_weights, read_mlp, solve_edit
+from debiaskit.plugins.lsdm import LeastSquaresDebias, solve_edit
 from debiaskit.word_lists import definitional_nouns, gendered_words, read_gendered_word_lists
 
 FAMILY = TemplateFamily("t", "test", ("The {job} said that", "The {job} went home because"), ("he",), ("she",))

@@ -8,7 +8,8 @@ import torch
 
 from debiaskit import DebiasKitError, FitContext, resid_post
 from debiaskit.concepts import read_at_positions, word_pair_examples
-from debiaskit.plugins.sentence_debias import SentenceDebias, bias_subspace, gendered_sentences
+from debiaskit.corpus import gendered_sentences
+from debiaskit.plugins.sentence_debias import SentenceDebias, bias_subspace
 from debiaskit.word_lists import gender_swaps
 
 CORPUS = ("She said that he would come. The weather was fine all day long today. Her brother and his friend went "
@@ -28,6 +29,8 @@ def test_the_subspace_of_pairs_that_differ_along_one_axis_is_that_axis():
 def test_the_swap_keeps_casing_and_pairs_swap_back():
     swaps = gender_swaps()
     assert swaps.swap("She told HIM that her son was a Gentleman.") == "He told HER that his son was a Lady."
+    # a word between non-letters is a word (Gutenberg's italics), one inside a longer word is not
+    assert swaps.swap("Two opinions about _him_, the shepherd said.") == "Two opinions about _her_, the shepherd said."
     for female, male in swaps.pairs:  # on the pairs the swap is an involution
         assert swaps.swap(swaps.swap(female)) == female and swaps.swap(swaps.swap(male)) == male
     sentences = ["The weather was fine all day long today.", "She said that he would come."]
