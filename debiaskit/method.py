@@ -111,3 +111,19 @@ def hooked(lm: LoadedModel, hooks: Sequence[ActivationHook]) -> Iterator[None]:
     with lm.model.hooks(fwd_hooks=list(hooks), reset_hooks_end=True):
         yield
 
+
+
+@contextmanager
+def model_gradients(lm: LoadedModel, learn_weights: bool) -> Iterator[None]:
+    """Gradients on for the block's duration (also when the caller turned them off), with every parameter of `lm`
+    learning (`learn_weights`) or frozen, as a method that trains the model or only its own tensors needs; each
+    parameter's requires_grad flag is restored on every exit path."""
+    flags = [(parameter, parameter.requires_grad) for parameter in lm.model.parameters()]
+    try:
+        for parameter, _ in flags:
+            parameter.requires_grad_(learn_weights)
+        with torch.enable_grad():
+            yield
+    finally:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)

@@ -34,6 +34,7 @@ import torch
 from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, hookimpl
 from debiaskit.containment import weight_fingerprint
 from debiaskit.corpus import corpus_files, corpus_sentences, gendered_sentences
+from debiaskit.method import model_gradients
 from debiaskit.weight_cache import CACHE_DIR_ENV, cache_root, read_tensor_entry, write_tensor_entry
 from debiaskit.word_lists import GenderSwaps, gender_swaps
 
@@ -144,15 +145,12 @@ def train(lm: LoadedModel, sequences: Sequence[tuple[int, ...]],
     weights back bit for bit: (the trained weights by parameter name, the run's report)."""
     parameters = dict(lm.model.named_parameters())
     originals = {name: parameter.detach().clone() for name, parameter in parameters.items()}
-    flags = {name: parameter.requires_grad for name, parameter in parameters.items()}
     optimiser = torch.optim.AdamW(parameters.values(), lr=settings["lr"], weight_decay=0.0)
     steps, size = settings["steps"], settings["batch_size"]
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 1.0 - step / steps)
     losses, tokens = [], 0
     try:
-        for parameter in parameters.values():
-            parameter.requires_grad_(True)
-        with torch.enable_grad():
+        with model_gradients(lm, learn_weights=True):
             for step in range(steps):
                 loss, counted = language_modelling_loss(lm, sequences[step * size:(step + 1) * size])
                 optimiser.zero_grad()
@@ -166,7 +164,6 @@ def train(lm: LoadedModel, sequences: Sequence[tuple[int, ...]],
         with torch.no_grad():
             for name, parameter in parameters.items():
                 parameter.copy_(originals[name])
-                parameter.requires_grad_(flags[name])
         optimiser.zero_grad(set_to_none=True)
     window = max(1, min(LOSS_WINDOW, steps // 2))
     report = {"steps": steps, "sequences": min(len(sequences), steps * size), "tokens": tokens,

@@ -47,8 +47,9 @@ import numpy as np
 import torch
 
 from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, check_layers, hookimpl
-from debiaskit.concepts import LabelledText, job_examples, labelled_text, preserve_text_examples
+from debiaskit.concepts import LabelledText, job_examples, labelled_text, preserve_text_examples, read_at_positions
 from debiaskit.data import TemplateFamily, spread_templates
+from debiaskit.method import model_gradients, resid_post
 from debiaskit.mlp_edits import anchor_key, edited_weights, keep_anchor, read_mlp, relative_norm
 from debiaskit.residual_edits import orthonormal_basis
 from debiaskit.targets import single_token_ids, target_tokens
@@ -217,11 +218,10 @@ def value_deltas(lm: LoadedModel, requests: Sequence[LabelledText], after_job: S
 
 def final_residual(lm: LoadedModel, examples: Sequence[LabelledText]) -> torch.Tensor:
     """The last block's output at each example's last position [n, d_model] (before the final norm)."""
-    batch = lm.make_batch([example.tokens for example in examples])
-    with torch.no_grad():
-        resid = lm.model(batch.tokens, attention_mask=batch.attention_mask, padding_side="left",
-                         stop_at_layer=lm.n_layers)
-    return resid[:, -1].float()
+    last_block = resid_post(lm.n_layers - 1)
+    read = read_at_positions(lm, [example.last_position_only() for example in examples], [last_block],
+                             stop_at_layer=lm.n_layers)
+    return read[last_block].to(lm.device, torch.float32)
 
 
 def optimise_deltas(resid: torch.Tensor, kl_resid: torch.Tensor, lm: LoadedModel,
@@ -240,7 +240,7 @@ def optimise_deltas(resid: torch.Tensor, kl_resid: torch.Tensor, lm: LoadedModel
     deltas = torch.zeros(groups + 1, *resid.shape, device=resid.device, requires_grad=True)  # v_g..., then s
     optimiser = torch.optim.Adam([deltas], lr=settings["lr"])
     probability = torch.zeros(len(resid), groups)
-    with frozen(lm):
+    with model_gradients(lm, learn_weights=False):  # only the value deltas learn
         for step in range(settings["steps"]):
             optimiser.zero_grad()
             total = torch.zeros((), device=resid.device)
@@ -263,21 +263,6 @@ def optimise_deltas(resid: torch.Tensor, kl_resid: torch.Tensor, lm: LoadedModel
                     deltas[group] *= scale
                     deltas[groups] *= scale
     return deltas[:groups].detach().to("cpu", torch.float64), probability
-
-
-@contextmanager
-def frozen(lm: LoadedModel) -> Iterator[None]:
-    """The model's parameters need no gradient inside the block (only the value deltas are learned); the flags
-    are restored after, and gradients are on even when the caller turned them off."""
-    flags = [(parameter, parameter.requires_grad) for parameter in lm.model.parameters()]
-    try:
-        for parameter, _ in flags:
-            parameter.requires_grad_(False)
-        with torch.enable_grad():
-            yield
-    finally:
-        for parameter, flag in flags:
-            parameter.requires_grad_(flag)
 
 
 @hookimpl
