@@ -28,6 +28,7 @@ import debiaskit.cli
 import debiaskit.commands.compare
 import debiaskit.compare
 from debiaskit.evaluator import NeutralText
+from debiaskit.gendered_text import GenderedText
 from debiaskit.model import LoadedModel
 from debiaskit.plugin_host import load_plugins
 
@@ -77,9 +78,13 @@ class Profile:
 
 def score_label(lm: Any, prompts: Any, targets: Any, transform: Any = None, batch_size: Any = None,
                 label: str = "scoring") -> str:
-    """`score: METHOD` for occupation prompts, `score: METHOD (control)` for the definitional control prompts."""
-    method = label.split(" fold")[0].split(" seed")[0].removesuffix(" control")
-    return f"score: {method}" + (" (control)" if label.endswith("control") else "")
+    """`score: METHOD` for occupation prompts, `score: METHOD (control)` for the definitional control prompts and
+    `score: METHOD (professions)` for the profession prompts of the stereotype/factual regression."""
+    method = label.split(" fold")[0].split(" seed")[0]
+    for part in ("control", "professions"):
+        if label.endswith(f" {part}"):
+            return f"score: {method.removesuffix(' ' + part)} ({part})"
+    return f"score: {method}"
 
 
 def instrument(profile: Profile) -> None:
@@ -88,6 +93,8 @@ def instrument(profile: Profile) -> None:
     debiaskit.compare.score_prompts = profile.stage(score_label, debiaskit.compare.score_prompts)
     NeutralText.record_baseline = profile.stage("neutral-text kl: baseline", NeutralText.record_baseline)
     NeutralText.cost = profile.stage("neutral-text kl: methods", NeutralText.cost)
+    GenderedText.record_baseline = profile.stage("gendered-text kl: baseline", GenderedText.record_baseline)
+    GenderedText.cost = profile.stage("gendered-text kl: methods", GenderedText.cost)
     debiaskit.compare.paired_intervals = profile.stage("bootstrap intervals", debiaskit.compare.paired_intervals)
     debiaskit.commands.compare.write_run = profile.stage("reporting: run files", debiaskit.commands.compare.write_run)
     debiaskit.commands.compare.write_report = profile.stage("reporting: report",

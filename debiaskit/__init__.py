@@ -6,6 +6,7 @@ from debiaskit.hookspecs import hookimpl
 from debiaskit.method import FitContext, Intervention, Method, check_layers, hooked, resid_post
 from debiaskit.model import LoadedModel, load_model
 from debiaskit.options import Option
+from debiaskit.reuse import Touches
 
 __all__ = [
     "DatasetSpec",
@@ -18,6 +19,7 @@ __all__ = [
     "OccupationSet",
     "Option",
     "TemplateFamily",
+    "Touches",
     "check_layers",
     "hooked",
     "hookimpl",

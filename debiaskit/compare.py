@@ -10,7 +10,8 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -25,7 +26,7 @@ from debiaskit.data import Occupation, OccupationSet, TemplateFamily, head_noun,
 from debiaskit.errors import DebiasKitError
 from debiaskit.evaluator import DEFAULT_BATCH_SIZE, NeutralCost, NeutralText, build_prompts, score_prompts
 from debiaskit.gendered_text import GenderedCost, GenderedText
-from debiaskit.method import FitContext, Method
+from debiaskit.method import FitContext, Intervention, Method
 from debiaskit.metrics import bias_summary, gap_change_pct, per_job, ppl_ratio, verdict_counts
 from debiaskit.model import LoadedModel
 from debiaskit.professions import (
@@ -35,6 +36,7 @@ from debiaskit.professions import (
     profession_scores,
     regression_columns,
 )
+from debiaskit.reuse import KeptResiduals, check_declared, first_touched_block
 from debiaskit.run_dir import OPTIONAL_RESULTS, RESULT_FILES
 from debiaskit.targets import TargetTokens, pronoun_targets, target_tokens
 from debiaskit.word_lists import definitional_nouns, gendered_words
@@ -144,11 +146,14 @@ class Comparer:
     def __init__(self, lm: LoadedModel, occupations: OccupationSet, family: TemplateFamily, seed: int = 0,
                  n_folds: int = DEFAULT_FOLDS, in_sample: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
                  bootstrap: int = 0, seeds: Sequence[int] = (), heldout_templates: int = 0,
-                 professions: Sequence[Profession] = (), benchmarks: BenchmarkSets | None = None) -> None:
+                 professions: Sequence[Profession] = (), benchmarks: BenchmarkSets | None = None,
+                 reuse_residuals: bool = True) -> None:
         """`bootstrap`: resamples for the intervals (0 = none); `seeds`: further seeds a method with a random step
         is rerun with (its spread is reported); `heldout_templates`: fit on the other templates, score on these many;
         `professions`: Bolukbasi et al.'s professions for the stereotype/factual regression (none: no such columns);
-        `benchmarks`: CrowS-Pairs and WinoGender, scored in every row (none: no such columns)."""
+        `benchmarks`: CrowS-Pairs and WinoGender, scored in every row (none: no such columns);
+        `reuse_residuals`: start each declared method's forward above what it touches (`debiaskit.reuse`; False:
+        every forward from the embedding, for the benchmark that checks the two agree)."""
         self.lm, self.occupations, self.family = lm, occupations, family
         self.seed, self.in_sample, self.batch_size = seed, in_sample, batch_size
         self.n_folds, self.bootstrap = n_folds, bootstrap
@@ -182,6 +187,7 @@ class Comparer:
         self._torch_hooks = torch_hooks(lm.model)  # whatever was there before any method (normally nothing)
         self._interrupts = Interrupts()
         self._weights_changed_by: str | None = None  # a method that left the weights changed: nothing after is scored
+        self.residuals = KeptResiduals() if reuse_residuals else None
 
     @cached_property
     def folds(self) -> list[tuple[tuple[Occupation, ...], tuple[Occupation, ...]]]:
@@ -290,9 +296,11 @@ class Comparer:
         return assigned, len(names) - len(kept)
 
     def _score(self, name: str, method: Method, seed: int) -> Scored:
-        if self._baseline_cost is None:
-            self._baseline_cost = self.neutral.record_baseline()
-            self._baseline_gendered = self.gendered.record_baseline()
+        if self._baseline_cost is None:  # keeping the final residuals: every method's cost pass reads the same text
+            with (self.residuals.reused(self.lm, self.lm.n_layers, last_position_only=False)
+                  if self.residuals is not None else nullcontext()):
+                self._baseline_cost = self.neutral.record_baseline()
+                self._baseline_gendered = self.gendered.record_baseline()
         splits, protocol = self._splits(method, seed)
         profession_names = (list(dict.fromkeys(self.profession_prompts["profession"]))
                             if self.profession_prompts is not None else [])
@@ -309,7 +317,7 @@ class Comparer:
             fold_professions = (self.profession_prompts[self.profession_prompts["profession"]
                                                         .isin(profession_sets[index])]
                                 if self.profession_prompts is not None else None)
-            with method.apply(self.lm) as intervention:
+            with method.apply(self.lm) as intervention, self._reusing(name, method, intervention):
                 transform = intervention.logits_transform
                 label = f"{name}" + (f" fold {fold + 1}/{len(splits)}" if fold >= 0 else "")
 
@@ -328,18 +336,32 @@ class Comparer:
                                                         occupation_sets[index])
                 fold_parts.update({kind: frame.assign(method=name, fold=fold)
                                    for kind, frame in benchmark_parts.items()})
-                costs.append(self.neutral.cost(transform))
-                gendered.append(self.gendered.cost(transform))
+                # over folds, each neutral chunk and gendered passage is scored by one fold only, as the controls
+                for text, found in ((self.neutral, costs), (self.gendered, gendered)):
+                    if index < len(text.sequences):
+                        found.append(text.cost(transform, index, len(splits)))
             for kind, frame in fold_parts.items():
                 parts.setdefault(kind, []).append(frame)
             details.append(method.details())
-        cost = NeutralCost(kl=float(np.mean([c.kl for c in costs])), nll=float(np.mean([c.nll for c in costs])))
-        gendered_cost = GenderedCost(*(float(np.mean([getattr(c, f.name) for c in gendered]))
-                                       for f in fields(GenderedCost)))
         results = {kind: pd.concat(frames, ignore_index=kind != "prompts") for kind, frames in parts.items()}
         results["prompts"] = results["prompts"].sort_index()
-        return Scored(results, cost, gendered_cost, _merge_details(details), protocol,
+        return Scored(results, NeutralCost.pooled(costs), GenderedCost.pooled(gendered), _merge_details(details),
+                      protocol,
                       {"professions": professions_left_out, "winogender": occupations_left_out})
+
+    def _reusing(self, name: str, method: Method, intervention: Intervention) -> AbstractContextManager[None]:
+        """While `method` is applied: its forward starts at the lowest block it declares it touches, with the
+        baseline's residuals below (the full forward when it declares nothing or added a plain torch hook, which the
+        host cannot place), and prompts are unembedded at the last position when no logits transform reads more."""
+        touches = method.touches(self.lm) if self.residuals is not None else None
+        plain_hooks = {hook for hook in torch_hooks(self.lm.model) - self._torch_hooks
+                       if hook[0] not in self.lm.model.hook_dict}  # a TransformerLens hook is a torch hook too
+        if touches is None or plain_hooks:
+            return nullcontext()
+        check_declared(self.lm, name, touches)
+        assert self.residuals is not None
+        return self.residuals.reused(self.lm, first_touched_block(self.lm, touches),
+                                     last_position_only=intervention.logits_transform is None)
 
     def _seed_spread(self, name: str, method_class: type[Method], given: Mapping[str, Any],
                      row: dict[str, Any]) -> dict[str, Any]:
@@ -392,11 +414,12 @@ def run_comparison(lm: LoadedModel, occupations: OccupationSet, family: Template
                    n_folds: int = DEFAULT_FOLDS, in_sample: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
                    on_result: Callable[[Comparison, MethodRun], None] | None = None, bootstrap: int = 0,
                    seeds: Sequence[int] = (), heldout_templates: int = 0, finished: Sequence[MethodRun] = (),
-                   professions: Sequence[Profession] = (), benchmarks: BenchmarkSets | None = None) -> Comparison:
+                   professions: Sequence[Profession] = (), benchmarks: BenchmarkSets | None = None,
+                   reuse_residuals: bool = True) -> Comparison:
     """Score `methods` (name, class, options); the baseline runs first whether or not it is listed. A method among
     `finished` (read back by `compare --resume`) keeps its results and is not run again."""
     comparer = Comparer(lm, occupations, family, seed, n_folds, in_sample, batch_size, bootstrap, seeds,
-                        heldout_templates, professions, benchmarks)
+                        heldout_templates, professions, benchmarks, reuse_residuals)
     names = [name for name, _, _ in methods]
     if BASELINE not in names:
         raise ValueError(f"run_comparison needs the {BASELINE!r} method among `methods`")

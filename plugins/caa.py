@@ -31,6 +31,7 @@ from debiaskit import (
     LoadedModel,
     Method,
     Option,
+    Touches,
     check_layers,
     hooked,
     hookimpl,
@@ -97,6 +98,9 @@ class ContrastiveActivationAddition(Method):
             hook = projection_hook(lm, name, (self.vector / self.vector.norm()).unsqueeze(1))
         with hooked(lm, [hook]):
             yield Intervention()
+
+    def touches(self, lm: LoadedModel) -> Touches:
+        return Touches(hook_points=(resid_post(self.settings["layer"]),))
 
     def details(self) -> dict[str, Any]:
         return dict(self.report)

@@ -46,11 +46,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, check_layers, hookimpl
+from debiaskit import (
+    DebiasKitError,
+    FitContext,
+    Intervention,
+    LoadedModel,
+    Method,
+    Option,
+    Touches,
+    check_layers,
+    hookimpl,
+)
 from debiaskit.concepts import LabelledText, job_examples, labelled_text, preserve_text_examples, read_at_positions
 from debiaskit.data import TemplateFamily, spread_templates
 from debiaskit.method import model_gradients, resid_post
-from debiaskit.mlp_edits import anchor_key, edited_weights, keep_anchor, read_mlp, relative_norm
+from debiaskit.mlp_edits import (
+    BottomUpReads,
+    anchor_key,
+    edited_weights,
+    edits_touch,
+    keep_anchor,
+    read_mlp,
+    relative_norm,
+)
 from debiaskit.residual_edits import orthonormal_basis
 from debiaskit.targets import single_token_ids, target_tokens
 
@@ -128,8 +146,9 @@ class DebiasingThroughModelAdaptation(Method):
         values = deltas.reshape(-1, deltas.shape[-1])  # [3 n, d_model]: V_he, V_she, V_they stacked
         neutral = preserve_text_examples(lm, self.settings["preserve_text"], "dama.preserve_text")
         self.edits, self.bases, self.fit_report = {}, {}, {"target_prob": round(target_prob, 4)}
+        reads = BottomUpReads(lm, self.layers)
         for layer in self.layers:
-            with edited_weights(lm, self.edits):
+            with reads.at(layer, self.edits):
                 keys, _ = read_mlp(lm, requests, layer)
                 neutral_keys, _ = read_mlp(lm, neutral, layer)
                 anchor = anchor_key(lm, layer)
@@ -154,6 +173,9 @@ class DebiasingThroughModelAdaptation(Method):
             raise DebiasKitError("dama was applied before it was fitted; call fit() first")
         with edited_weights(lm, self.edits):
             yield Intervention()
+
+    def touches(self, lm: LoadedModel) -> Touches:
+        return edits_touch(self.edits)
 
     def details(self) -> dict[str, Any]:
         return {"layers": ",".join(str(layer) for layer in self.layers), **self.fit_report}

@@ -27,7 +27,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from debiaskit import FitContext, Intervention, LoadedModel, Method, Option, check_layers, hooked, hookimpl, resid_post
+from debiaskit import (
+    FitContext,
+    Intervention,
+    LoadedModel,
+    Method,
+    Option,
+    Touches,
+    check_layers,
+    hooked,
+    hookimpl,
+    resid_post,
+)
 from debiaskit.concepts import job_examples, word_pair_examples
 from debiaskit.errors import DebiasKitError
 from debiaskit.probes import Activations, collect, cross_validated_probe_accuracy, split_pairs
@@ -100,6 +111,9 @@ class IterativeNullspaceProjection(Method):
             raise DebiasKitError("inlp was applied before it was fitted; call fit() first")
         with hooked(lm, [projection_hook(lm, resid_post(self.settings["layer"]), self.basis)]):
             yield Intervention()
+
+    def touches(self, lm: LoadedModel) -> Touches:
+        return Touches(hook_points=(resid_post(self.settings["layer"]),))
 
     def details(self) -> dict[str, Any]:
         return dict(self.report)

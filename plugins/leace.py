@@ -45,6 +45,7 @@ from debiaskit import (
     LoadedModel,
     Method,
     Option,
+    Touches,
     check_layers,
     hooked,
     hookimpl,
@@ -149,6 +150,9 @@ class LeaceErasure(Method):
         where = edit_positions(lm, self.edit, self.edited_tokens)
         with hooked(lm, erasure_hooks(lm, self.erasers, self.settings["blend"], where)):
             yield Intervention()
+
+    def touches(self, lm: LoadedModel) -> Touches:
+        return Touches(hook_points=tuple(resid_post(layer) for layer in self.erasers))
 
     def details(self) -> dict[str, Any]:
         return {"layers": ",".join(str(layer) for layer in self.layers), "edit_positions": self.edit, **self.probe}

@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, hookimpl
+from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, Touches, hookimpl
 from debiaskit.model import Batch
 from debiaskit.targets import target_tokens, word_variants
 from debiaskit.word_lists import GenderedWordLists, read_gendered_word_lists
@@ -165,6 +165,9 @@ class LogitRebalance(Method):
                for group in (groups.female_ids, groups.male_ids)]
         yield Intervention(logits_transform=Rebalancer(*ids, self.settings["strength"],
                                                        self.settings["counter_balance"]))
+
+    def touches(self, lm: LoadedModel) -> Touches:
+        return Touches()  # a logits transform only
 
     def details(self) -> dict[str, Any]:
         return dict(self.coverage)

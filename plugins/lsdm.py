@@ -45,7 +45,17 @@ from typing import Any
 
 import torch
 
-from debiaskit import DebiasKitError, FitContext, Intervention, LoadedModel, Method, Option, check_layers, hookimpl
+from debiaskit import (
+    DebiasKitError,
+    FitContext,
+    Intervention,
+    LoadedModel,
+    Method,
+    Option,
+    Touches,
+    check_layers,
+    hookimpl,
+)
 from debiaskit.concepts import (
     balanced_midpoint,
     gender_direction,
@@ -54,7 +64,15 @@ from debiaskit.concepts import (
     require_both_groups,
     word_pair_examples,
 )
-from debiaskit.mlp_edits import anchor_key, edited_weights, keep_anchor, read_mlp, relative_norm
+from debiaskit.mlp_edits import (
+    BottomUpReads,
+    anchor_key,
+    edited_weights,
+    edits_touch,
+    keep_anchor,
+    read_mlp,
+    relative_norm,
+)
 from debiaskit.word_lists import gendered_words
 
 RIDGE = 1e-6
@@ -126,8 +144,9 @@ class LeastSquaresDebias(Method):
                  for example in word_pair_examples(lm, vocabulary.fit_pairs, vocabulary.fit_contexts, "word")]
         neutral = preserve_text_examples(lm, self.settings["preserve_text"], "lsdm.preserve_text")
         self.edits, self.axes, self.fit_report = {}, {}, {}
+        reads = BottomUpReads(lm, self.layers)
         for layer in self.layers:  # bottom-up, each on keys read with the edits below applied
-            with edited_weights(lm, self.edits):
+            with reads.at(layer, self.edits):
                 keys, outputs = read_mlp(lm, jobs, layer)
                 _, word_outputs = read_mlp(lm, words, layer)
                 neutral_keys, _ = read_mlp(lm, neutral, layer)
@@ -153,6 +172,9 @@ class LeastSquaresDebias(Method):
             raise DebiasKitError("lsdm was applied before it was fitted; call fit() first")
         with edited_weights(lm, self.edits):
             yield Intervention()
+
+    def touches(self, lm: LoadedModel) -> Touches:
+        return edits_touch(self.edits)
 
     def details(self) -> dict[str, Any]:
         return {"layers": ",".join(str(layer) for layer in self.layers), **self.fit_report}

@@ -46,6 +46,7 @@ from debiaskit import (
     LoadedModel,
     Method,
     Option,
+    Touches,
     check_layers,
     hooked,
     hookimpl,
@@ -156,6 +157,9 @@ class OccupationGate(Method):
             raise DebiasKitError("occupation-gate was applied before it was fitted; call fit() first")
         with hooked(lm, gate_hooks(lm, self.gates, self.settings["strength"])):
             yield Intervention()
+
+    def touches(self, lm: LoadedModel) -> Touches:
+        return Touches(hook_points=tuple(resid_post(layer) for layer in self.gates))
 
     def details(self) -> dict[str, Any]:
         return {"layers": ",".join(str(layer) for layer in self.layers), **self.fit_report}

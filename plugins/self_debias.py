@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 import torch
 
-from debiaskit import Intervention, LoadedModel, Method, Option, hookimpl
+from debiaskit import Intervention, LoadedModel, Method, Option, Touches, hookimpl
 from debiaskit.model import Batch
 
 PAPER_PREFIX = "The following text discriminates against people because of their gender: "
@@ -52,6 +52,9 @@ class SelfDebias(Method):
             return debiased
 
         yield Intervention(logits_transform=transform)
+
+    def touches(self, lm: LoadedModel) -> Touches:
+        return Touches()  # a logits transform only (its own forward on the prefixed text changes nothing)
 
 
 def prefixed_logits(lm: LoadedModel, batch: Batch, prefix_ids: list[int], width: int) -> torch.Tensor:

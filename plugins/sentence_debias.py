@@ -31,6 +31,7 @@ from debiaskit import (
     LoadedModel,
     Method,
     Option,
+    Touches,
     check_layers,
     hooked,
     hookimpl,
@@ -97,6 +98,9 @@ class SentenceDebias(Method):
             raise DebiasKitError("sentence-debias was applied before it was fitted; call fit() first")
         with hooked(lm, [projection_hook(lm, resid_post(self.settings["layer"]), self.basis)]):
             yield Intervention()
+
+    def touches(self, lm: LoadedModel) -> Touches:
+        return Touches(hook_points=(resid_post(self.settings["layer"]),))
 
     def details(self) -> dict[str, Any]:
         return dict(self.report)

@@ -7,7 +7,8 @@ import torch
 from debiaskit import DebiasKitError
 from debiaskit.controls import definitional_acc
 from debiaskit.data import project_data_dir
-from debiaskit.gendered_text import GenderedText, own_group_share, pronoun_genders, split_passages
+from debiaskit.evaluator import NeutralCost, NeutralText
+from debiaskit.gendered_text import GenderedCost, GenderedText, own_group_share, pronoun_genders, split_passages
 from debiaskit.targets import TargetTokens, pronoun_targets
 
 # row 0 is 4 tokens shorter than row 1, so the batched pass pads it; '"She"' is not the single token ' She' and
@@ -101,3 +102,23 @@ def test_smollm2_follows_the_antecedents_of_the_shipped_passages(smollm2):
     baseline = gendered.record_baseline()
     assert baseline.kl == pytest.approx(0.0, abs=1e-9)
     assert baseline.agreement_acc >= 0.8
+
+
+def test_costs_of_parts_pool_to_the_cost_of_the_whole(tiny_lm):
+    assert NeutralCost.pooled([NeutralCost(1.0, 2.0, 1), NeutralCost(4.0, 5.0, 3)]) == NeutralCost(3.25, 4.25, 4)
+    halves = [GenderedCost(1.0, 0.5, 0.6, 2, 2), GenderedCost(3.0, float("nan"), float("nan"), 6, 0)]
+    assert GenderedCost.pooled(halves) == GenderedCost(2.5, 0.5, 0.6, 8, 2)  # a part without pronouns: no weight
+
+    shipped = (project_data_dir() / "gendered_text.txt").read_text(encoding="utf-8")
+    halved = lambda logits, batch: logits * 0.5  # noqa: E731
+    texts = [GenderedText(tiny_lm, pronoun_targets(tiny_lm.tokenizer), text="\n\n".join(split_passages(shipped)[:7])),
+             NeutralText(tiny_lm, text="The river runs past the old mill and the bridge. " * 9, chunk_tokens=24)]
+    for text in texts:
+        text.record_baseline()
+        whole = text.cost(halved)
+        parts = [text.cost(halved, part, 3) for part in range(3)]
+        assert sum(part.positions for part in parts) == whole.positions
+        for name, value in vars(type(whole).pooled(parts)).items():
+            assert value == pytest.approx(getattr(whole, name), rel=1e-5), f"{type(text).__name__} {name}"
+    with pytest.raises(ValueError, match="holds none"):
+        texts[1].cost(halved, len(texts[1].sequences), 2 * len(texts[1].sequences))

@@ -26,6 +26,7 @@ from debiaskit.evaluator import NEUTRAL_TEXT_FILE
 from debiaskit.method import FitContext, Method
 from debiaskit.model import LoadedModel
 from debiaskit.options import Option
+from debiaskit.reuse import Touches
 from debiaskit.sae.activations import stop_layer
 from debiaskit.sae.corpus import anchored_sequences
 from debiaskit.sae.source import EMBEDDED, LoadedSAE, load_sae
@@ -150,6 +151,9 @@ class SAEMethod(Method):
 
     def check(self, lm: LoadedModel) -> None:
         self.load(lm)  # the SAE must exist, load from safetensors, and fit lm's hook point and width
+
+    def touches(self, lm: LoadedModel) -> Touches:
+        return Touches(hook_points=(self.require_loaded().hook_name,))  # every SAE method hooks its SAE's point
 
     def require_loaded(self) -> LoadedSAE:
         if self.loaded is None:

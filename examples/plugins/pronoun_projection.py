@@ -2,7 +2,7 @@
 
 from contextlib import contextmanager
 
-from debiaskit import Intervention, Method, Option, hooked, hookimpl
+from debiaskit import Intervention, Method, Option, Touches, hooked, hookimpl
 
 
 class PronounProjection(Method):
@@ -26,6 +26,9 @@ class PronounProjection(Method):
 
         with hooked(lm, [(f"blocks.{self.settings['layer']}.hook_resid_post", project_out)]):
             yield Intervention()
+
+    def touches(self, lm):  # what apply hooks: the host starts the forward at this block (docs/plugins.md)
+        return Touches(hook_points=(f"blocks.{self.settings['layer']}.hook_resid_post",))
 
 
 @hookimpl
