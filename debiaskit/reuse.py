@@ -11,7 +11,9 @@ the neutral text's chunks) reuses them: the first method that starts at L comput
 kept, run on from L: the same operations as the full forward) and every later one reads them. A padding position,
 which no real position attends to, enters block L as zeros.
 
-With no logits transform, prompts are unembedded at the last position only, the one the evaluator reads.
+With no logits transform, prompts are unembedded at the last position only, the one the evaluator reads. A fit that
+edits layers bottom-up reads its upper layers the same way, from residuals kept with its lower edits applied
+(`debiaskit.mlp_edits.BottomUpReads`).
 """
 
 from __future__ import annotations
@@ -79,10 +81,6 @@ class KeptResiduals:
         self._by_block: dict[int, dict[tuple[int, ...], torch.Tensor]] = {}
         self.batches_read: Counter[int] = Counter()  # per block, the batches that started from kept residuals
 
-    def n_kept(self, block: int) -> int:
-        """How many sequences' residuals entering `block` are kept."""
-        return len(self._by_block.get(block, {}))
-
     def read(self, block: int, keys: Sequence[tuple[int, ...]], width: int) -> torch.Tensor | None:
         """The left-padded residual [batch, width, d_model] of these sequences (zeros on padding), or None when
         any of them is not kept yet."""
@@ -107,11 +105,11 @@ class KeptResiduals:
     def reused(self, lm: LoadedModel, block: int, last_position_only: bool) -> Iterator[None]:
         """For the block's duration, `lm.run` starts at `block` (0: the full forward) and, when
         `last_position_only`, unembeds only the last position of a batch that reads no other."""
-        lm.reuse = Reuse(self, block, last_position_only)
+        previous, lm.reuse = lm.reuse, Reuse(self, block, last_position_only)
         try:
             yield
         finally:
-            lm.reuse = None
+            lm.reuse = previous
 
 
 @dataclass(frozen=True)
