@@ -13,7 +13,7 @@ import torch
 
 from debiaskit.concepts import LabelledText, read_at_positions
 from debiaskit.model import LoadedModel
-from debiaskit.reuse import KeptResiduals, Touches
+from debiaskit.reuse import Touches
 
 
 @contextmanager
@@ -30,24 +30,6 @@ def edited_weights(lm: LoadedModel, edits: dict[int, torch.Tensor]) -> Iterator[
         with torch.no_grad():
             for layer, original in saved.items():
                 lm.model.blocks[layer].mlp.W_out.copy_(original)
-
-
-class BottomUpReads:
-    """Reads of each edited layer in turn, `layers` ascending, each with the edits below it applied. Reads at and
-    above the first layer L0 > 0 start at block L0 from the residuals kept the first time: by then every edit below
-    L0 is made and unchanged after, and later edits lie at or above L0, inside the blocks these reads run. For LSDM's
-    layers 0, 21, 24, a fold's reads run 1 + 22 + 4 blocks instead of 1 + 22 + 25."""
-
-    def __init__(self, lm: LoadedModel, layers: Sequence[int]) -> None:
-        self.lm, self.kept = lm, KeptResiduals()
-        self.start = next((layer for layer in sorted(layers) if layer > 0), 0)
-
-    @contextmanager
-    def at(self, layer: int, edits: dict[int, torch.Tensor]) -> Iterator[None]:
-        """For the block's duration: `edits` applied (`edited_weights`), and reads of `layer` start where they can."""
-        start = self.start if layer >= self.start else 0
-        with edited_weights(self.lm, edits), self.kept.reused(self.lm, start, last_position_only=False):
-            yield
 
 
 def edits_touch(edits: dict[int, torch.Tensor]) -> Touches:

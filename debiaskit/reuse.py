@@ -13,14 +13,14 @@ which no real position attends to, enters block L as zeros.
 
 With no logits transform, prompts are unembedded at the last position only, the one the evaluator reads. A fit that
 edits layers bottom-up reads its upper layers the same way, from residuals kept with its lower edits applied
-(`debiaskit.mlp_edits.BottomUpReads`).
+(`BottomUpReads`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -75,7 +75,7 @@ def check_declared(lm: LoadedModel, method: str, touches: Touches) -> None:
 class KeptResiduals:
     """Per block L, the residual stream [len, d_model] entering block L, per token sequence, as first computed: the
     baseline's, for the host; the model's with the edits below L applied, for a fit that edits bottom-up
-    (`debiaskit.mlp_edits.BottomUpReads`)."""
+    (`BottomUpReads`)."""
 
     def __init__(self) -> None:
         self._by_block: dict[int, dict[tuple[int, ...], torch.Tensor]] = {}
@@ -110,6 +110,22 @@ class KeptResiduals:
             yield
         finally:
             lm.reuse = previous
+
+
+class BottomUpReads:
+    """A fit's reads of each edited layer in turn, `layers` ascending, each made with the edits below it applied (by
+    the caller: weight edits, hooks). Reads at and above the first layer L0 > 0 start at block L0 from the residuals
+    kept the first time: by then every edit below L0 is made and unchanged after, and later edits lie at or above L0,
+    inside the blocks these reads run. For LSDM's layers 0, 21, 24, a fold's reads run 1 + 22 + 4 blocks instead of
+    1 + 22 + 25."""
+
+    def __init__(self, lm: LoadedModel, layers: Sequence[int]) -> None:
+        self.lm, self.kept = lm, KeptResiduals()
+        self.start = next((layer for layer in sorted(layers) if layer > 0), 0)
+
+    def at(self, layer: int) -> AbstractContextManager[None]:
+        """For the block's duration, reads of `layer` start where they can."""
+        return self.kept.reused(self.lm, self.start if layer >= self.start else 0, last_position_only=False)
 
 
 @dataclass(frozen=True)

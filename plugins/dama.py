@@ -61,7 +61,6 @@ from debiaskit.concepts import LabelledText, job_examples, labelled_text, preser
 from debiaskit.data import TemplateFamily, spread_templates
 from debiaskit.method import model_gradients, resid_post
 from debiaskit.mlp_edits import (
-    BottomUpReads,
     anchor_key,
     edited_weights,
     edits_touch,
@@ -70,6 +69,7 @@ from debiaskit.mlp_edits import (
     relative_norm,
 )
 from debiaskit.residual_edits import orthonormal_basis
+from debiaskit.reuse import BottomUpReads
 from debiaskit.targets import single_token_ids, target_tokens
 
 NEUTRAL_WORDS = ("they",)  # the code's third target ("neut"), beside the template family's male and female words
@@ -148,7 +148,7 @@ class DebiasingThroughModelAdaptation(Method):
         self.edits, self.bases, self.fit_report = {}, {}, {"target_prob": round(target_prob, 4)}
         reads = BottomUpReads(lm, self.layers)
         for layer in self.layers:
-            with reads.at(layer, self.edits):
+            with edited_weights(lm, self.edits), reads.at(layer):
                 keys, _ = read_mlp(lm, requests, layer)
                 neutral_keys, _ = read_mlp(lm, neutral, layer)
                 anchor = anchor_key(lm, layer)

@@ -65,7 +65,6 @@ from debiaskit.concepts import (
     word_pair_examples,
 )
 from debiaskit.mlp_edits import (
-    BottomUpReads,
     anchor_key,
     edited_weights,
     edits_touch,
@@ -73,6 +72,7 @@ from debiaskit.mlp_edits import (
     read_mlp,
     relative_norm,
 )
+from debiaskit.reuse import BottomUpReads
 from debiaskit.word_lists import gendered_words
 
 RIDGE = 1e-6
@@ -146,7 +146,7 @@ class LeastSquaresDebias(Method):
         self.edits, self.axes, self.fit_report = {}, {}, {}
         reads = BottomUpReads(lm, self.layers)
         for layer in self.layers:  # bottom-up, each on keys read with the edits below applied
-            with reads.at(layer, self.edits):
+            with edited_weights(lm, self.edits), reads.at(layer):
                 keys, outputs = read_mlp(lm, jobs, layer)
                 _, word_outputs = read_mlp(lm, words, layer)
                 neutral_keys, _ = read_mlp(lm, neutral, layer)

@@ -61,6 +61,7 @@ from debiaskit.concepts import (
     require_both_groups,
     word_pair_examples,
 )
+from debiaskit.reuse import BottomUpReads
 from debiaskit.word_lists import gendered_words
 
 TEXT_NEGATIVES_PER_WORD_TOKEN = 2  # preserve-text tokens drawn as gate negatives, per fit-word token
@@ -135,9 +136,10 @@ class OccupationGate(Method):
         female_word = torch.tensor([example.label == 1 for example in words for _ in example.positions])
         text = preserve_text_examples(lm)
         self.gates, self.fit_report = {}, {}
+        reads = BottomUpReads(lm, self.layers)
         for layer in self.layers:  # bottom-up, each read with the gates below applied
             name = resid_post(layer)
-            with hooked(lm, gate_hooks(lm, self.gates, self.settings["strength"])):
+            with hooked(lm, gate_hooks(lm, self.gates, self.settings["strength"])), reads.at(layer):
                 read = {kind: read_at_positions(lm, examples, [name], stop_at_layer=layer + 1)[name]
                         for kind, examples in (("jobs", jobs), ("words", words), ("text", text))}
             text_sample = torch.randperm(len(read["text"]), generator=torch.Generator().manual_seed(context.seed))
