@@ -11,7 +11,7 @@ import torch
 
 from debiaskit import FitContext, Intervention, Method, Touches, hooked
 from debiaskit.compare import Comparer
-from debiaskit.data import Occupation, OccupationSet, project_data_dir
+from debiaskit.data import project_data_dir
 from debiaskit.evaluator import NEUTRAL_TEXT_FILE, NeutralText
 from debiaskit.gendered_text import GENDERED_TEXT_FILE, GenderedText, split_passages
 from debiaskit.plugin_host import load_plugins
@@ -20,10 +20,9 @@ from tests.conftest import make_tiny_lm
 from tests.test_cda import CORPUS
 from tests.test_cda import QUICK as CDA_QUICK
 from tests.test_dama import QUICK as DAMA_QUICK
+from tests.test_reliability import JOBS
 from tests.test_sae_ablation import save_tiny_sae
 
-JOBS = OccupationSet("four", "test", (Occupation("nurse", "female", 91.3), Occupation("secretary", "female", 93.0),
-                                      Occupation("plumber", "male", 2.3), Occupation("mechanic", "male", 1.8)))
 TOLERANCE = 1e-5
 LOGITS_ONLY = {"logit-rebalance", "self-debias"}
 
