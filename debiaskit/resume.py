@@ -39,7 +39,8 @@ from debiaskit.run_dir import (
 )
 from debiaskit.word_lists import definitional_nouns
 
-PRESENTATION = ("fmt", "out", "resume", "force")  # how results are shown or where they go: free to change on resume
+# how results are shown, where they go and where they are computed: free to change on resume
+PRESENTATION = ("fmt", "out", "resume", "force", "executor", "address", "workers", "gpus_per_worker")
 CHECKED_MANIFEST_KEYS = ("device", "data_sha256")  # known only once the model and data are loaded
 
 

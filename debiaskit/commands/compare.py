@@ -10,6 +10,7 @@ from debiaskit.benchmark_sets import BenchmarkSets, parse_benchmarks
 from debiaskit.bootstrap import DEFAULT_RESAMPLES
 from debiaskit.commands.support import (
     data_options,
+    executor_options,
     host_of,
     load_data,
     lock_out_dir,
@@ -18,6 +19,7 @@ from debiaskit.commands.support import (
     package_versions,
     plan_methods,
     professions_option,
+    ray_pool,
     rerun_command,
     usage_errors,
 )
@@ -27,6 +29,7 @@ from debiaskit.errors import DebiasKitError
 from debiaskit.evaluator import DEFAULT_BATCH_SIZE
 from debiaskit.model import load_model
 from debiaskit.professions import professions_from_option
+from debiaskit.ray_executor import Bench, run_on_ray
 from debiaskit.report import write_report
 from debiaskit.resume import check_resumable, data_fingerprint, resume_command, resume_option_callback
 from debiaskit.run_dir import SUMMARY_FILE, clear_run, holds_run, write_run
@@ -64,16 +67,18 @@ from debiaskit.tables import FORMATS, headline_table, render
               callback=resume_option_callback, help="Finish the run an interrupted --out DIR holds, with its recorded "
               "settings; methods already scored there are kept, not run again.")
 @click.option("--force", is_flag=True, help="Replace the run an --out folder already holds (its files are removed).")
+@executor_options
 @click.pass_context
 def compare_command(context: click.Context, methods: tuple[str, ...], model: str, device: str, dtype: str,
                     dataset: str, template_family: str, assignments: tuple[str, ...], fmt: str, out: Path | None,
                     seed: int, folds: int, in_sample: bool, batch_size: int, bootstrap: int, seeds: str | None,
                     heldout_templates: int, professions: str, benchmark_names: str, resume: Path | None,
-                    force: bool) -> None:
+                    force: bool, executor: str, address: str, workers: int, gpus_per_worker: float) -> None:
     """Score methods side by side on the same prompts and print one row per method (baseline first)."""
     try:
         _compare(context, methods, model, device, dtype, dataset, template_family, assignments, fmt, out, seed, folds,
-                 in_sample, batch_size, bootstrap, seeds, heldout_templates, professions, benchmark_names, force)
+                 in_sample, batch_size, bootstrap, seeds, heldout_templates, professions, benchmark_names, force,
+                 executor, address, workers, gpus_per_worker)
     except KeyboardInterrupt:
         _report_interrupt(context, out)
 
@@ -81,7 +86,8 @@ def compare_command(context: click.Context, methods: tuple[str, ...], model: str
 def _compare(context: click.Context, methods: tuple[str, ...], model: str, device: str, dtype: str, dataset: str,
              template_family: str, assignments: tuple[str, ...], fmt: str, out: Path | None, seed: int, folds: int,
              in_sample: bool, batch_size: int, bootstrap: int, seeds: str | None, heldout_templates: int,
-             professions: str, benchmark_names: str, force: bool) -> None:
+             professions: str, benchmark_names: str, force: bool, executor: str, address: str, workers: int,
+             gpus_per_worker: float) -> None:
     host = host_of(context)
     plugins_dir = context.find_root().params.get("plugins_dir")
     previous = context.meta.get("previous_run")
@@ -124,12 +130,17 @@ def _compare(context: click.Context, methods: tuple[str, ...], model: str, devic
             click.echo(f"debiaskit: cannot save to {out} ({error.strerror or error}); the run goes on, its table is "
                        "printed at the end, and nothing more is saved", err=True)
 
+    settings = {"seed": seed, "n_folds": folds, "in_sample": in_sample, "batch_size": batch_size,
+                "bootstrap": bootstrap, "seeds": extra_seeds, "heldout_templates": heldout_templates}
+    finished = previous.finished if previous is not None else ()
     with usage_errors():
-        comparison = run_comparison(lm, occupations, family, plan, seed=seed, n_folds=folds, in_sample=in_sample,
-                                    batch_size=batch_size, on_result=save, bootstrap=bootstrap, seeds=extra_seeds,
-                                    heldout_templates=heldout_templates, professions=profession_list,
-                                    benchmarks=benchmarks,
-                                    finished=previous.finished if previous is not None else ())
+        if executor == "ray":
+            bench = Bench(model, device, dtype, occupations, family, settings, profession_list, benchmarks)
+            comparison = run_on_ray(bench, [(name, given) for name, _, given in plan],
+                                    ray_pool(context, address, workers, gpus_per_worker), save, finished)
+        else:
+            comparison = run_comparison(lm, occupations, family, plan, on_result=save, finished=finished,
+                                        professions=profession_list, benchmarks=benchmarks, **settings)
     if fmt == "table":
         click.echo(headline_table(comparison.header(), comparison.rows()), nl=False)
     else:

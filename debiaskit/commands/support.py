@@ -20,6 +20,7 @@ from debiaskit.errors import DebiasKitError
 from debiaskit.model import DEVICE_CHOICES, DTYPES, EMBEDDED_MODEL
 from debiaskit.options import parse_assignments, resolve_settings
 from debiaskit.plugin_host import PluginHost, load_plugins
+from debiaskit.ray_executor import EXECUTORS, Pool
 from debiaskit.run_dir import check_writable, run_lock
 
 VERSIONED_PACKAGES = ("debiaskit", "torch", "transformer-lens", "sae-lens", "transformers", "concept-erasure", "pandas",
@@ -87,6 +88,24 @@ def data_options(dataset_help: str = "Data set name, NAME:ARGUMENT for loaders t
 def method_options_option(help: str = "Method option, method.key=value (repeatable).") -> Decorator:
     """-o/--option, repeatable; the command receives them as `assignments`."""
     return click.option("-o", "--option", "assignments", multiple=True, help=help)
+
+
+# --executor, --address, --workers and --gpus-per-worker; the command receives them under those names
+executor_options = stacked(
+    click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
+                 help="Where the methods' rows are scored: one after another in this process, or on a Ray actor pool "
+                      "(pip install ray)."),
+    click.option("--address", default="", help="With --executor ray: empty starts Ray on this machine; 'auto' or "
+                 "ray://HOST:PORT joins a running cluster."),
+    click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="With --executor ray: actors, each holding one replica of the model."),
+    click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                 help="With --executor ray: GPUs per actor; a fraction such as 0.25 puts several replicas on a GPU."),
+)
+
+
+def ray_pool(context: click.Context, address: str, workers: int, gpus_per_worker: float) -> Pool:
+    return Pool(address, workers, gpus_per_worker, context.find_root().params.get("plugins_dir"))
 
 
 professions_option = click.option(

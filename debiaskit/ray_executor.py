@@ -1,0 +1,169 @@
+"""`compare --executor ray`: each method's row (a cell) scored on a Ray actor pool instead of one after another.
+
+An actor holds one model replica: it loads the model once, builds the `Comparer` (the prompts, the neutral and
+gendered texts and their baseline log-probabilities, the controls) and scores the baseline, which every row on it is
+measured against. Cells go to whichever actor is free; each finished row comes back at once (`on_result`, which
+writes the run directory, so `--resume` finishes a Ray run as it does a local one). A row is computed by the same
+`Comparer.run` as locally, so it equals the local row up to the float rounding of a different thread count.
+
+An actor whose process dies mid-cell is restarted by Ray and the cell is retried once (`max_task_retries`); a cell
+that kills its worker twice becomes a failed row, as a cell that raises does. Plugins from `--plugins-dir` reach the
+workers as a Ray runtime-environment module, so a cluster on other machines loads them too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import sys
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from debiaskit.benchmark_sets import BenchmarkSets
+from debiaskit.compare import BASELINE, Comparer, Comparison, MethodRun
+from debiaskit.data import OccupationSet, TemplateFamily
+from debiaskit.errors import DebiasKitError
+from debiaskit.professions import Profession
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What a worker builds its `Comparer` from: the model to load and every setting but the methods."""
+
+    model: str
+    device: str
+    dtype: str
+    occupations: OccupationSet
+    family: TemplateFamily
+    comparer_settings: Mapping[str, Any] = field(default_factory=dict)  # Comparer's keyword arguments
+    professions: Sequence[Profession] = ()
+    benchmarks: BenchmarkSets | None = None
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Where the cells run: `address` '' starts Ray on this machine, 'auto' or 'ray://host:port' joins a cluster;
+    `workers` actors (model replicas), each on `gpus_per_worker` GPUs (a fraction puts several on one GPU)."""
+
+    address: str = ""
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    plugins_dir: Path | None = None
+
+
+def start_ray(pool: Pool) -> tuple[Any, bool]:
+    """Ray, started (or joined) for this run, with the plugins folder shipped to every worker, and whether this call
+    started it (a caller that had started Ray itself keeps it running)."""
+    try:
+        import ray
+    except ImportError:
+        raise DebiasKitError("--executor ray needs Ray: pip install 'ray>=2.9' (or install debiaskit[ray])") from None
+    runtime_env: dict[str, Any] = {}
+    if pool.plugins_dir is not None:
+        runtime_env["py_modules"] = [str(pool.plugins_dir.resolve())]
+    if "DEBIASKIT_SHARED_DATA" in os.environ:
+        runtime_env["env_vars"] = {"DEBIASKIT_SHARED_DATA": os.environ["DEBIASKIT_SHARED_DATA"]}
+    if ray.is_initialized():
+        return ray, False
+    ray.init(address=pool.address or None, runtime_env=runtime_env or None, include_dashboard=False,
+             configure_logging=False)
+    return ray, True
+
+
+def worker_plugins_dir(plugins_dir: Path | None) -> Path | None:
+    """The plugins folder as this worker sees it: the driver's path when this machine has it, else the copy Ray
+    unpacked from the runtime environment."""
+    if plugins_dir is None or plugins_dir.is_dir():
+        return plugins_dir
+    spec = importlib.util.find_spec(plugins_dir.name)
+    if spec is None or not spec.submodule_search_locations:
+        raise DebiasKitError(f"the plugins folder {plugins_dir} reached neither this worker's disk nor its runtime "
+                             "environment")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+class CellWorker:
+    """One model replica: its Comparer, with the baseline scored. Made a Ray actor by `run_on_ray`."""
+
+    def __init__(self, bench: Bench, plugins_dir: Path | None) -> None:
+        from debiaskit.model import load_model
+        from debiaskit.plugin_host import load_plugins
+
+        self.host = load_plugins(worker_plugins_dir(plugins_dir))
+        lm = load_model(bench.model, device=bench.device, dtype=bench.dtype)
+        self.comparer = Comparer(lm, bench.occupations, bench.family, professions=bench.professions,
+                                 benchmarks=bench.benchmarks, **bench.comparer_settings)
+        self.baseline_run = self.comparer.run(BASELINE, self.host.methods.get("method", BASELINE), {})
+
+    def shell(self) -> tuple[Comparison, MethodRun]:
+        """The comparison's header fields (no rows) and the baseline's run."""
+        comparison = self.comparer.comparison
+        empty = Comparison(**{**comparison.__dict__, "runs": []})
+        return empty, self.baseline_run
+
+    def score(self, name: str, given: Mapping[str, Any]) -> MethodRun:
+        from debiaskit.commands.support import method_class
+
+        run = self.comparer.run(name, method_class(self.host, name), given)
+        self.comparer.comparison.runs.clear()  # the driver keeps the rows; the actor keeps only its baseline
+        return run
+
+
+def run_on_ray(bench: Bench, methods: Sequence[tuple[str, Mapping[str, Any]]], pool: Pool,
+               on_result: Callable[[Comparison, MethodRun], None] | None = None,
+               finished: Sequence[MethodRun] = ()) -> Comparison:
+    """Score `methods` (row name, options) on `pool.workers` actors; the comparison's rows come in the order of
+    `methods`, the baseline first. A method among `finished` keeps its results and is not run again."""
+    with contextlib.redirect_stdout(sys.stderr):  # Ray relays the workers' logs; stdout is for results
+        ray, started = start_ray(pool)
+        try:
+            return _run_cells(ray, bench, methods, pool, on_result, finished)
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def _run_cells(ray: Any, bench: Bench, methods: Sequence[tuple[str, Mapping[str, Any]]], pool: Pool,
+               on_result: Callable[[Comparison, MethodRun], None] | None,
+               finished: Sequence[MethodRun]) -> Comparison:
+    from ray.exceptions import RayActorError
+
+    worker_class = ray.remote(num_cpus=1, num_gpus=pool.gpus_per_worker, max_restarts=1,
+                              max_task_retries=1)(CellWorker)
+    done = {run.row["method"]: run for run in finished}
+    cells = deque((name, given) for name, given in methods if name != BASELINE and name not in done)
+    actors = [worker_class.remote(bench, pool.plugins_dir) for _ in range(max(1, min(pool.workers, len(cells) or 1)))]
+    comparison, baseline = ray.get(actors[0].shell.remote())
+    comparison.runs.append(done.get(BASELINE, baseline))
+    if BASELINE not in done and on_result is not None:
+        on_result(comparison, baseline)
+    for name in done:
+        if name != BASELINE:
+            comparison.runs.append(done[name])
+    order = {name: index for index, (name, _) in enumerate(methods)}  # rows keep the order of `methods`
+    pending: dict[Any, tuple[str, Any]] = {}
+    idle = list(actors)
+    while cells or pending:
+        while idle and cells:
+            actor = idle.pop()
+            name, given = cells.popleft()
+            pending[actor.score.remote(name, dict(given))] = (name, actor)
+        [ready], _ = ray.wait(list(pending), num_returns=1)
+        name, actor = pending.pop(ready)
+        idle.append(actor)
+        try:
+            run = ray.get(ready)
+        except RayActorError as error:  # its worker died twice on this cell (Ray restarted it and retried once)
+            run = MethodRun({"method": name, "status": "failed",
+                             "error": f"the Ray worker scoring {name} died twice: {error}"})
+        comparison.runs.append(run)
+        comparison.runs.sort(key=lambda run: (run.row["method"] != BASELINE, order.get(run.row["method"], len(order))))
+        if on_result is not None:
+            on_result(comparison, run)
+    return comparison

@@ -1,0 +1,94 @@
+"""`compare --executor ray` on a local Ray of 2 CPUs: the same table as the local run, a worker killed mid-cell
+costs only a retry, and a --plugins-dir plugin reaches the workers."""
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from debiaskit.cli import cli
+
+pytest.importorskip("ray")
+
+ROOT = Path(__file__).resolve().parents[1]
+DIES_ONCE = '''
+import os
+from pathlib import Path
+
+from debiaskit import Method, Option, Touches, hookimpl
+
+
+class DiesOnce(Method):
+    """Kills its own worker process the first time it is fitted (as an out-of-memory kill would), then scores as the
+    baseline does."""
+    name = "dies-once"
+    description = "kills its process the first time"
+    options = (Option("marker", str, "", "file that says the process was already killed once"),)
+
+    def fit(self, context):
+        marker = Path(self.settings["marker"])
+        if not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os._exit(9)
+
+    def touches(self, lm):
+        return Touches()
+
+
+@hookimpl
+def register_methods(register):
+    register(DiesOnce)
+'''
+
+
+def compare(model, out, *args):
+    result = CliRunner().invoke(cli, ["--plugins-dir", str(out.parent / "ray_plugins"), "compare", "--model",
+                                      str(model), "--device", "cpu", "--bootstrap", "20", "--folds", "2",
+                                      "--format", "json", "--out", str(out), *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_llama_dir, tmp_path_factory):
+    """The same methods scored locally and on Ray with two workers; on Ray, dies-once kills its worker once."""
+    base = tmp_path_factory.mktemp("ray")
+    plugins = base / "ray_plugins"
+    plugins.mkdir()
+    shutil.copy(ROOT / "examples" / "plugins" / "pronoun_projection.py", plugins)
+    (plugins / "dies_once.py").write_text(DIES_ONCE)
+    methods = ["-m", "none", "-m", "logit-rebalance", "-m", "leace", "-m", "pronoun-projection",
+               "-o", "pronoun-projection.layer=1", "-o", "leace.layers=1", "-m", "dies-once"]
+    (base / "local-marker").write_text("already")  # locally dies-once must not kill the test process
+    local = compare(tiny_llama_dir, base / "local", *methods, "-o", f"dies-once.marker={base / 'local-marker'}")
+    on_ray = compare(tiny_llama_dir, base / "ray", *methods, "-o", f"dies-once.marker={base / 'ray-marker'}",
+                     "--executor", "ray", "--workers", "2")
+    return local, on_ray, base
+
+
+def numbers(row):
+    return {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and k != "seconds"}
+
+
+def test_ray_table_equals_the_local_table(runs):
+    local, on_ray, _ = runs
+    assert [r["method"] for r in on_ray["methods"]] == [r["method"] for r in local["methods"]]
+    for here, there in zip(local["methods"], on_ray["methods"]):
+        assert there["status"] == "ok", there["error"]
+        a, b = numbers(here), numbers(there)
+        assert a.keys() == b.keys() and len(a) > 20
+        for column in a:
+            assert (math.isnan(a[column]) and math.isnan(b[column])) or b[column] == pytest.approx(
+                a[column], rel=1e-6, abs=1e-6), (here["method"], column)
+
+
+def test_a_killed_worker_costs_one_retry_and_the_run_dir_is_resumable(runs):
+    _, on_ray, base = runs
+    assert (base / "ray-marker").is_file()  # the first try of dies-once killed its worker; the retry scored it
+    assert {r["method"]: r["status"] for r in on_ray["methods"]}["dies-once"] == "ok"
+    summary = json.loads((base / "ray" / "summary.json").read_text())
+    assert [r["method"] for r in summary["methods"]] == [r["method"] for r in on_ray["methods"]]
