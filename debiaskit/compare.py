@@ -87,6 +87,11 @@ class MethodRun(ResultFrames):
         return self.row["status"] == "ok"
 
 
+def failed_run(name: str, message: str) -> MethodRun:
+    """A failed method's row: its name, status and error, and no scored sets."""
+    return MethodRun({"method": name, "status": "failed", "error": message})
+
+
 @dataclass
 class Comparison:
     model: str
@@ -248,7 +253,7 @@ class Comparer:
         print(f"debiaskit: method {name} failed: {message}", file=sys.stderr)
         if not isinstance(error, (DebiasKitError, SystemExit)):
             traceback.print_exception(error, file=sys.stderr)
-        return MethodRun({"method": name, "status": "failed", "error": message})
+        return failed_run(name, message)
 
     def restore(self, run: MethodRun) -> None:
         """Take a finished method's results as they were computed (the baseline's become the reference again)."""

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from debiaskit.benchmark_sets import BenchmarkSets
-from debiaskit.compare import BASELINE, Comparer, Comparison, MethodRun
+from debiaskit.compare import BASELINE, Comparer, Comparison, MethodRun, failed_run
 from debiaskit.data import OccupationSet, TemplateFamily
 from debiaskit.errors import DebiasKitError
 from debiaskit.professions import Profession
@@ -64,13 +64,13 @@ def start_ray(pool: Pool) -> tuple[Any, bool]:
         import ray
     except ImportError:
         raise DebiasKitError("--executor ray needs Ray: pip install 'ray>=2.9' (or install debiaskit[ray])") from None
+    if ray.is_initialized():
+        return ray, False
     runtime_env: dict[str, Any] = {}
     if pool.plugins_dir is not None:
         runtime_env["py_modules"] = [str(pool.plugins_dir.resolve())]
     if "DEBIASKIT_SHARED_DATA" in os.environ:
         runtime_env["env_vars"] = {"DEBIASKIT_SHARED_DATA": os.environ["DEBIASKIT_SHARED_DATA"]}
-    if ray.is_initialized():
-        return ray, False
     ray.init(address=pool.address or None, runtime_env=runtime_env or None, include_dashboard=False,
              configure_logging=False)
     return ray, True
@@ -138,15 +138,20 @@ def _run_cells(ray: Any, bench: Bench, methods: Sequence[tuple[str, Mapping[str,
                               max_task_retries=1)(CellWorker)
     done = {run.row["method"]: run for run in finished}
     cells = deque((name, given) for name, given in methods if name != BASELINE and name not in done)
-    actors = [worker_class.remote(bench, pool.plugins_dir) for _ in range(max(1, min(pool.workers, len(cells) or 1)))]
+    actors = [worker_class.remote(bench, pool.plugins_dir) for _ in range(max(1, min(pool.workers, len(cells))))]
     comparison, baseline = ray.get(actors[0].shell.remote())
-    comparison.runs.append(done.get(BASELINE, baseline))
-    if BASELINE not in done and on_result is not None:
-        on_result(comparison, baseline)
-    for name in done:
-        if name != BASELINE:
-            comparison.runs.append(done[name])
-    order = {name: index for index, (name, _) in enumerate(methods)}  # rows keep the order of `methods`
+    order = {name: index for index, (name, _) in enumerate(methods)}
+
+    def add(run: MethodRun) -> None:
+        """Keep `run`, the rows in the order of `methods` (the baseline first), and hand them on."""
+        comparison.runs.append(run)
+        comparison.runs.sort(key=lambda kept: (kept.row["method"] != BASELINE,
+                                               order.get(kept.row["method"], len(order))))
+        if on_result is not None:
+            on_result(comparison, run)
+
+    comparison.runs.extend(run for name, run in done.items() if name != BASELINE)
+    add(done.get(BASELINE, baseline))
     pending: dict[Any, tuple[str, Any]] = {}
     idle = list(actors)
     while cells or pending:
@@ -158,12 +163,7 @@ def _run_cells(ray: Any, bench: Bench, methods: Sequence[tuple[str, Mapping[str,
         name, actor = pending.pop(ready)
         idle.append(actor)
         try:
-            run = ray.get(ready)
+            add(ray.get(ready))
         except RayActorError as error:  # its worker died twice on this cell (Ray restarted it and retried once)
-            run = MethodRun({"method": name, "status": "failed",
-                             "error": f"the Ray worker scoring {name} died twice: {error}"})
-        comparison.runs.append(run)
-        comparison.runs.sort(key=lambda run: (run.row["method"] != BASELINE, order.get(run.row["method"], len(order))))
-        if on_result is not None:
-            on_result(comparison, run)
+            add(failed_run(name, f"the Ray worker scoring {name} died twice: {error}"))
     return comparison
