@@ -18,7 +18,7 @@ import importlib.util
 import os
 import sys
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,23 +57,30 @@ class Pool:
     plugins_dir: Path | None = None
 
 
-def start_ray(pool: Pool) -> tuple[Any, bool]:
-    """Ray, started (or joined) for this run, with the plugins folder shipped to every worker, and whether this call
-    started it (a caller that had started Ray itself keeps it running)."""
+@contextlib.contextmanager
+def ray_session(pool: Pool) -> Iterator[Any]:
+    """Ray, started (or joined) for the commands inside, with the plugins folder shipped to every worker, and shut
+    down after them; inside a session that is already running (a caller that started Ray itself), that one is used
+    and left running. Ray's own output, and the workers' logs it relays, go to stderr: stdout is for results."""
     try:
         import ray
     except ImportError:
         raise DebiasKitError("--executor ray needs Ray: pip install 'ray>=2.9' (or install debiaskit[ray])") from None
-    if ray.is_initialized():
-        return ray, False
-    runtime_env: dict[str, Any] = {}
-    if pool.plugins_dir is not None:
-        runtime_env["py_modules"] = [str(pool.plugins_dir.resolve())]
-    if "DEBIASKIT_SHARED_DATA" in os.environ:
-        runtime_env["env_vars"] = {"DEBIASKIT_SHARED_DATA": os.environ["DEBIASKIT_SHARED_DATA"]}
-    ray.init(address=pool.address or None, runtime_env=runtime_env or None, include_dashboard=False,
-             configure_logging=False)
-    return ray, True
+    with contextlib.redirect_stdout(sys.stderr):
+        if ray.is_initialized():
+            yield ray
+            return
+        runtime_env: dict[str, Any] = {}
+        if pool.plugins_dir is not None:
+            runtime_env["py_modules"] = [str(pool.plugins_dir.resolve())]
+        if "DEBIASKIT_SHARED_DATA" in os.environ:
+            runtime_env["env_vars"] = {"DEBIASKIT_SHARED_DATA": os.environ["DEBIASKIT_SHARED_DATA"]}
+        ray.init(address=pool.address or None, runtime_env=runtime_env or None, include_dashboard=False,
+                 configure_logging=False)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
 
 
 def worker_plugins_dir(plugins_dir: Path | None) -> Path | None:
@@ -115,21 +122,17 @@ class CellWorker:
         return run
 
 
-def run_on_ray(bench: Bench, methods: Sequence[tuple[str, Mapping[str, Any]]], pool: Pool,
+def run_on_ray(bench: Bench, cells: Sequence[tuple[str, Mapping[str, Any]]], pool: Pool,
                on_result: Callable[[Comparison, MethodRun], None] | None = None,
                finished: Sequence[MethodRun] = ()) -> Comparison:
-    """Score `methods` (row name, options) on `pool.workers` actors; the comparison's rows come in the order of
-    `methods`, the baseline first. A method among `finished` keeps its results and is not run again."""
-    with contextlib.redirect_stdout(sys.stderr):  # Ray relays the workers' logs; stdout is for results
-        ray, started = start_ray(pool)
-        try:
-            return _run_cells(ray, bench, methods, pool, on_result, finished)
-        finally:
-            if started:
-                ray.shutdown()
+    """Score each cell (row name, options) on `pool.workers` actors; the comparison's rows come in the order of
+    `cells`, the baseline first (a sweep's cells may share a row name: its settings). A row name among `finished`
+    keeps its results and is not run again."""
+    with ray_session(pool) as ray:
+        return _run_cells(ray, bench, cells, pool, on_result, finished)
 
 
-def _run_cells(ray: Any, bench: Bench, methods: Sequence[tuple[str, Mapping[str, Any]]], pool: Pool,
+def _run_cells(ray: Any, bench: Bench, cells: Sequence[tuple[str, Mapping[str, Any]]], pool: Pool,
                on_result: Callable[[Comparison, MethodRun], None] | None,
                finished: Sequence[MethodRun]) -> Comparison:
     from ray.exceptions import RayActorError
@@ -137,33 +140,34 @@ def _run_cells(ray: Any, bench: Bench, methods: Sequence[tuple[str, Mapping[str,
     worker_class = ray.remote(num_cpus=1, num_gpus=pool.gpus_per_worker, max_restarts=1,
                               max_task_retries=1)(CellWorker)
     done = {run.row["method"]: run for run in finished}
-    cells = deque((name, given) for name, given in methods if name != BASELINE and name not in done)
-    actors = [worker_class.remote(bench, pool.plugins_dir) for _ in range(max(1, min(pool.workers, len(cells))))]
+    scored = {index: done[name] for index, (name, _) in enumerate(cells) if name in done and name != BASELINE}
+    to_score = deque((index, name, given) for index, (name, given) in enumerate(cells)
+                     if name != BASELINE and index not in scored)
+    actors = [worker_class.remote(bench, pool.plugins_dir) for _ in range(max(1, min(pool.workers, len(to_score))))]
     comparison, baseline = ray.get(actors[0].shell.remote())
-    order = {name: index for index, (name, _) in enumerate(methods)}
+    baseline = done.get(BASELINE, baseline)
 
-    def add(run: MethodRun) -> None:
-        """Keep `run`, the rows in the order of `methods` (the baseline first), and hand them on."""
-        comparison.runs.append(run)
-        comparison.runs.sort(key=lambda kept: (kept.row["method"] != BASELINE,
-                                               order.get(kept.row["method"], len(order))))
+    def add(index: int | None, run: MethodRun) -> None:
+        """Keep `run` (cell `index`; None for the baseline), the rows in the order of `cells`, and hand them on."""
+        if index is not None:
+            scored[index] = run
+        comparison.runs[:] = [baseline, *(scored[kept] for kept in sorted(scored))]
         if on_result is not None:
             on_result(comparison, run)
 
-    comparison.runs.extend(run for name, run in done.items() if name != BASELINE)
-    add(done.get(BASELINE, baseline))
-    pending: dict[Any, tuple[str, Any]] = {}
+    add(None, baseline)
+    pending: dict[Any, tuple[int, str, Any]] = {}
     idle = list(actors)
-    while cells or pending:
-        while idle and cells:
+    while to_score or pending:
+        while idle and to_score:
             actor = idle.pop()
-            name, given = cells.popleft()
-            pending[actor.score.remote(name, dict(given))] = (name, actor)
+            index, name, given = to_score.popleft()
+            pending[actor.score.remote(name, dict(given))] = (index, name, actor)
         [ready], _ = ray.wait(list(pending), num_returns=1)
-        name, actor = pending.pop(ready)
+        index, name, actor = pending.pop(ready)
         idle.append(actor)
         try:
-            add(ray.get(ready))
+            add(index, ray.get(ready))
         except RayActorError as error:  # its worker died twice on this cell (Ray restarted it and retried once)
-            add(failed_run(name, f"the Ray worker scoring {name} died twice: {error}"))
+            add(index, failed_run(name, f"the Ray worker scoring {name} died twice: {error}"))
     return comparison

@@ -140,36 +140,47 @@ def setting_grid(knobs: Sequence[tuple[str, Sequence[str]]]) -> list[dict[str, s
     return [dict(zip((key for key, _ in knobs), values)) for values in itertools.product(*(raw for _, raw in knobs))]
 
 
+# name, class, options, knobs
+SweepPlan = Sequence[tuple[str, type[Method], Mapping[str, Any], Sequence[tuple[str, Sequence[str]]]]]
+# one setting of a sweep: row name, class, options with the setting, the setting (knob -> raw value)
+SweepCell = tuple[str, type[Method], dict[str, Any], dict[str, str]]
+
+
+def sweep_cells(plan: SweepPlan) -> list[SweepCell]:
+    """Each setting of each method's knob grid, in the order the sweep scores them."""
+    return [(name, method_class, {**given, **setting}, setting)
+            for name, method_class, given, knobs in plan for setting in setting_grid(knobs)]
+
+
 def check_plan(plan: SweepPlan, scored: Sequence[OccupationSet] = (), n_folds: int = 2, seed: int = 0) -> None:
     """Every setting of every grid resolves (known options, values of the right type and range), and each job set
     in `scored` splits into `n_folds` for the settings that learn from jobs: said before the model loads."""
-    settings = [(name, method_class, {**given, **setting})
-                for name, method_class, given, knobs in plan for setting in setting_grid(knobs)]
-    for _, method_class, options in settings:
+    cells = sweep_cells(plan)
+    for _, method_class, options, _ in cells:
         method_class(**options)
     for occupations in scored:
-        check_folds(occupations, settings, n_folds, seed, in_sample=False)
+        check_folds(occupations, [cell[:3] for cell in cells], n_folds, seed, in_sample=False)
 
 
-# name, class, options, knobs
-SweepPlan = Sequence[tuple[str, type[Method], Mapping[str, Any], Sequence[tuple[str, Sequence[str]]]]]
+def sweep_point(cell: SweepCell, row: Mapping[str, Any]) -> dict[str, Any]:
+    """A setting's row of the sweep: its compare row with `knob` (the knob names, comma-separated) and `value` (their
+    values, space-separated)."""
+    name, method_class, _, setting = cell
+    typed = resolve_settings(name, method_class.options, setting)
+    values = [",".join(map(str, typed[key])) if isinstance(typed[key], tuple) else typed[key] for key in setting]
+    value = values[0] if len(values) == 1 else " ".join(map(str, values))
+    return {"method": name, "knob": ",".join(setting), "value": value, "setting": dict(setting),
+            **{k: v for k, v in row.items() if k != "method"}}
 
 
 def run_sweep(comparer: Comparer, plan: SweepPlan, baseline_class: type[Method]) -> list[dict[str, Any]]:
-    """Score the baseline, then each (method, class, fixed options, knobs) setting of each knob grid; one row per
-    setting, with `knob` (the knob names, comma-separated) and `value` (their values, space-separated)."""
+    """Score the baseline, then each setting of each method's knob grid; one `sweep_point` per setting."""
     check_plan(plan)
     comparer.run(BASELINE, baseline_class, {})
     rows = []
-    for name, method_class, given, knobs in plan:
-        for setting in setting_grid(knobs):
-            described = " ".join(f"{key}={raw}" for key, raw in setting.items())
-            print(f"debiaskit: sweep {name} {described}", file=sys.stderr)
-            result = comparer.run(name, method_class, {**given, **setting})
-            typed = resolve_settings(name, method_class.options, setting)
-            values = [",".join(map(str, typed[key])) if isinstance(typed[key], tuple) else typed[key]
-                      for key in setting]
-            value = values[0] if len(values) == 1 else " ".join(map(str, values))
-            rows.append({"method": name, "knob": ",".join(setting), "value": value, "setting": dict(setting),
-                         **{k: v for k, v in result.row.items() if k != "method"}})
+    for cell in sweep_cells(plan):
+        name, method_class, options, setting = cell
+        described = " ".join(f"{key}={raw}" for key, raw in setting.items())
+        print(f"debiaskit: sweep {name} {described}", file=sys.stderr)
+        rows.append(sweep_point(cell, comparer.run(name, method_class, options).row))
     return rows

@@ -1,6 +1,8 @@
-"""`compare --executor ray` on a local Ray of 2 CPUs: the same table as the local run, a worker killed mid-cell
-costs only a retry, and a --plugins-dir plugin reaches the workers."""
+"""`compare` and `sweep` with `--executor ray`: the same tables as the local runs; on a simulated cluster of two
+nodes (1 CPU each) a worker killed mid-cell costs only a retry and a --plugins-dir plugin reaches the workers; a
+sweep starts its own Ray of 2 CPUs."""
 
+import contextlib
 import json
 import math
 import shutil
@@ -64,9 +66,28 @@ def runs(tiny_llama_dir, tmp_path_factory):
                "-o", "pronoun-projection.layer=1", "-o", "leace.layers=1", "-m", "dies-once"]
     (base / "local-marker").write_text("already")  # locally dies-once must not kill the test process
     local = compare(tiny_llama_dir, base / "local", *methods, "-o", f"dies-once.marker={base / 'local-marker'}")
-    on_ray = compare(tiny_llama_dir, base / "ray", *methods, "-o", f"dies-once.marker={base / 'ray-marker'}",
-                     "--executor", "ray", "--workers", "2")
+    with two_node_cluster():
+        on_ray = compare(tiny_llama_dir, base / "ray", *methods, "-o", f"dies-once.marker={base / 'ray-marker'}",
+                         "--executor", "ray", "--workers", "2")
     return local, on_ray, base
+
+
+@contextlib.contextmanager
+def two_node_cluster():
+    """Ray joined to a `ray.cluster_utils.Cluster` of two nodes on this machine, one CPU each (so the two workers run
+    on different nodes); debiaskit finds Ray running, uses it and leaves it to its starter."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address)
+    try:
+        assert len([node for node in ray.nodes() if node["Alive"]]) == 2
+        yield
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
 
 
 def numbers(row):
@@ -92,3 +113,34 @@ def test_a_killed_worker_costs_one_retry_and_the_run_dir_is_resumable(runs):
     assert {r["method"]: r["status"] for r in on_ray["methods"]}["dies-once"] == "ok"
     summary = json.loads((base / "ray" / "summary.json").read_text())
     assert [r["method"] for r in summary["methods"]] == [r["method"] for r in on_ray["methods"]]
+
+
+def sweep(model, out, *args):
+    dev, test = out.parent / "dev.csv", out.parent / "test.csv"
+    dev.write_text("occupation,group,pct_women\nnanny,female,95\ndancer,female,80\nboxer,male,10\nbutcher,male,20\n")
+    test.write_text("occupation,group,pct_women\nnurse,female,90\nmaid,female,88\npilot,male,5\nplumber,male,2\n")
+    knobs = ["-m", "logit-rebalance", "--knob", "logit-rebalance.strength=0,0.5,1", "--knob",
+             "logit-rebalance.counter_balance=false,true", "-m", "leace", "-o", "leace.layers=1", "--knob",
+             "leace.blend=0.5,1"]  # 3 x 2 + 2 = 8 settings
+    result = CliRunner().invoke(cli, ["sweep", "--model", str(model), "--device", "cpu", "--heldout-templates", "15",
+                                      "--professions", "none", *knobs, "--dev", f"csv:{dev}", "--dataset",
+                                      f"csv:{test}", "--keep", "0", "--budget", "10", "--out", str(out), *args],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "sweep.json").read_text())
+
+
+def test_a_sweep_on_ray_equals_the_local_sweep(tiny_llama_dir, tmp_path):
+    local = sweep(tiny_llama_dir, tmp_path / "local")
+    on_ray = sweep(tiny_llama_dir, tmp_path / "ray", "--executor", "ray", "--workers", "2")
+    assert len(on_ray["points"]) == 8 and len(on_ray["chosen"]) == 2
+    for part in ("points", "chosen", "matched"):
+        assert [(r["method"], r.get("value")) for r in on_ray[part]] == [
+            (r["method"], r.get("value")) for r in local[part]]
+        for here, there in zip(local[part], on_ray[part]):
+            assert there.get("status", "ok") == "ok", there.get("error")
+            a, b = numbers(here), numbers(there)
+            assert a.keys() == b.keys() and a
+            for column in a:
+                assert (math.isnan(a[column]) and math.isnan(b[column])) or b[column] == pytest.approx(
+                    a[column], rel=1e-6, abs=1e-6), (part, here["method"], here.get("value"), column)

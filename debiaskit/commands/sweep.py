@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import click
 
 from debiaskit.commands.support import (
     data_options,
+    executor_options,
     host_of,
     load_data,
     lock_out_dir,
@@ -20,16 +21,18 @@ from debiaskit.commands.support import (
     package_versions,
     plan_methods,
     professions_option,
+    ray_pool,
     rerun_command,
     usage_errors,
 )
-from debiaskit.compare import BASELINE, DEFAULT_FOLDS, Comparer
+from debiaskit.compare import BASELINE, DEFAULT_FOLDS, Comparer, Comparison
 from debiaskit.data import OccupationSet, TemplateFamily
 from debiaskit.errors import DebiasKitError
 from debiaskit.evaluator import DEFAULT_BATCH_SIZE
 from debiaskit.model import LoadedModel, load_model
 from debiaskit.plugin_host import PluginHost
 from debiaskit.professions import Profession, professions_from_option
+from debiaskit.ray_executor import Bench, Pool, ray_session, run_on_ray
 from debiaskit.report import write_report
 from debiaskit.run_dir import SWEEP_FILE, write_json
 from debiaskit.sweep import (
@@ -42,6 +45,8 @@ from debiaskit.sweep import (
     parse_budgets,
     parse_knob,
     run_sweep,
+    sweep_cells,
+    sweep_point,
 )
 from debiaskit.tables import label_of, render
 
@@ -71,11 +76,13 @@ from debiaskit.tables import label_of, render
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
 @professions_option
 @click.option("--force", is_flag=True, help=f"Replace the {SWEEP_FILE} an --out folder already holds.")
+@executor_options
 @click.pass_context
 def sweep_command(context: click.Context, methods: tuple[str, ...], knobs: tuple[str, ...], budgets: str, keep: float,
                   dev_dataset: str | None, model: str, device: str, dtype: str, dataset: str, template_family: str,
                   assignments: tuple[str, ...], out: Path | None, seed: int, folds: int, heldout_templates: int,
-                  batch_size: int, professions: str, force: bool) -> None:
+                  batch_size: int, professions: str, force: bool, executor: str, address: str, workers: int,
+                  gpus_per_worker: float) -> None:
     """Score each setting of a method's knob (or grid of knobs), print its points and the matched-cost table (gap
     reduction at each kl budget on the method's frontier, also among settings that keep definitional gender, and the
     area under the frontier). With --dev, settings are scored on the dev jobs and the chosen one on --dataset."""
@@ -107,19 +114,24 @@ def sweep_command(context: click.Context, methods: tuple[str, ...], knobs: tuple
         profession_list = professions_from_option(professions)
         if out is not None:
             _claim(context, out, force)
-        lm = load_model(model, device=device, dtype=dtype)
-        comparer = Comparer(lm, dev_occupations or occupations, family, seed, folds, batch_size=batch_size,
-                            heldout_templates=heldout_templates, professions=profession_list)
-        points = run_sweep(comparer, swept_plan, host.methods.get("method", BASELINE))
-        baseline = comparer.comparison.runs[0].row
-        if baseline.get("status") != "ok":
-            raise click.ClickException(f"the baseline failed: {baseline.get('error')}")
-        matched, frontiers = matched_cost_rows(points, baseline["stereotype_gap"], budget_values, keep)
-        header = comparer.comparison.header()
-        click.echo(render(header, points, "table"), nl=False)
-        click.echo(render(header, matched, "table").split("\n", 1)[1], nl=False)
-        picked = _score_chosen(lm, host, occupations, family, swept_plan, points, budget_values[0], keep, seed, folds,
-                               batch_size, heldout_templates, profession_list) if dev_occupations else []
+        settings = {"seed": seed, "n_folds": folds, "batch_size": batch_size, "heldout_templates": heldout_templates}
+        scored_on = dev_occupations or occupations
+        if executor == "ray":
+            pool = ray_pool(context, address, workers, gpus_per_worker)
+            with ray_session(pool):
+                points, comparison = _sweep_on_ray(Bench(model, device, dtype, scored_on, family, settings,
+                                                         profession_list), swept_plan, pool)
+                header, baseline, matched, frontiers = _print_tables(comparison, points, budget_values, keep)
+                picked = _score_chosen_on_ray(Bench(model, device, dtype, occupations, family, settings,
+                                                    profession_list), swept_plan, points, budget_values[0], keep,
+                                              pool) if dev_occupations else []
+        else:
+            lm = load_model(model, device=device, dtype=dtype)
+            comparer = Comparer(lm, scored_on, family, professions=profession_list, **settings)
+            points = run_sweep(comparer, swept_plan, host.methods.get("method", BASELINE))
+            header, baseline, matched, frontiers = _print_tables(comparer.comparison, points, budget_values, keep)
+            picked = _score_chosen(lm, host, occupations, family, swept_plan, points, budget_values[0], keep,
+                                   settings, profession_list) if dev_occupations else []
     if picked:
         click.echo(f"chosen on {dev_dataset} (kl <= {budget_values[0]:g}, definitional_retained >= {keep:g}), "
                    f"scored on {dataset}:")
@@ -148,15 +160,35 @@ def sweep_command(context: click.Context, methods: tuple[str, ...], knobs: tuple
         context.exit(1)
 
 
-def _score_chosen(lm: LoadedModel, host: PluginHost, occupations: OccupationSet, family: TemplateFamily,
-                  plan: SweepPlan, points: Sequence[dict[str, Any]], budget: float,
-                  keep: float, seed: int, folds: int, batch_size: int, heldout_templates: int,
-                  professions: Sequence[Profession]) -> list[dict[str, Any]]:
-    """Each method's setting chosen on the dev points, scored as a compare row on the reported jobs."""
-    comparer = Comparer(lm, occupations, family, seed, folds, batch_size=batch_size,
-                        heldout_templates=heldout_templates, professions=professions)
-    comparer.run(BASELINE, host.methods.get("method", BASELINE), {})
-    rows = []
+def _print_tables(comparison: Comparison, points: list[dict[str, Any]], budgets: Sequence[float],
+                  keep: float) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """Print the sweep's points and its matched-cost table; (header, baseline row, matched rows, frontiers)."""
+    baseline = comparison.runs[0].row
+    if baseline.get("status") != "ok":
+        raise click.ClickException(f"the baseline failed: {baseline.get('error')}")
+    matched, frontiers = matched_cost_rows(points, baseline["stereotype_gap"], budgets, keep)
+    header = comparison.header()
+    click.echo(render(header, points, "table"), nl=False)
+    click.echo(render(header, matched, "table").split("\n", 1)[1], nl=False)
+    return header, baseline, matched, frontiers
+
+
+def _sweep_on_ray(bench: Bench, plan: SweepPlan, pool: Pool) -> tuple[list[dict[str, Any]], Comparison]:
+    """Each setting a cell on the Ray pool: the sweep's points and the comparison they came from."""
+    check_plan(plan)
+    cells = sweep_cells(plan)
+    comparison = run_on_ray(bench, [(BASELINE, {}), *((name, options) for name, _, options, _ in cells)], pool)
+    return [sweep_point(cell, run.row) for cell, run in zip(cells, comparison.runs[1:])], comparison
+
+
+# per swept method, its chosen dev point, or the row saying that no setting qualifies
+Choices = list[tuple[str, Any, dict[str, Any], dict[str, Any]]]
+
+
+def _choices(plan: SweepPlan, points: Sequence[dict[str, Any]], budget: float, keep: float) -> Choices:
+    """(name, class, options with the chosen setting, the dev point) per method; the point is a row with the status
+    'no setting qualifies' where none does."""
+    choices = []
     for name, method_class, given, _ in plan:
         best = choose_setting(points, name, budget, keep)
         if best is None:
@@ -164,19 +196,42 @@ def _score_chosen(lm: LoadedModel, host: PluginHost, occupations: OccupationSet,
             keeps = max(within, key=lambda p: p.get("definitional_retained", float("-inf")), default=None)
             closest = (f"; the most retained within the budget: {keeps['knob']}={keeps['value']} "
                        f"({keeps['definitional_retained']:.2f})") if keeps is not None else ""
-            rows.append({"method": name, "status": "no setting qualifies",
-                         "error": f"no dev setting has kl <= {budget:g} and definitional_retained >= "
-                                  f"{keep:g}{closest}"})
+            choices.append((name, method_class, {}, {
+                "method": name, "status": "no setting qualifies",
+                "error": f"no dev setting has kl <= {budget:g} and definitional_retained >= {keep:g}{closest}"}))
             continue
-        dev_change = best.get("gap_change_pct")
-        print(f"debiaskit: {name}: chose {best['knob']}={best['value']} on dev (gap change {dev_change:.1f}%); "
-              "scoring it",
-              file=sys.stderr)
-        result = comparer.run(name, method_class, {**given, **best["setting"]})
-        rows.append({"method": name, "knob": best["knob"], "value": best["value"], "dev_gap_change_pct": dev_change,
-                     "dev_kl": best["kl"], "dev_definitional_retained": best.get("definitional_retained"),
-                     **{k: v for k, v in result.row.items() if k != "method"}})
-    return rows
+        print(f"debiaskit: {name}: chose {best['knob']}={best['value']} on dev (gap change "
+              f"{best.get('gap_change_pct'):.1f}%); scoring it", file=sys.stderr)
+        choices.append((name, method_class, {**given, **best["setting"]}, dict(best)))
+    return choices
+
+
+def _chosen_row(best: Mapping[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
+    """The chosen setting's row on the reported jobs, with its dev figures beside."""
+    return {"method": best["method"], "knob": best["knob"], "value": best["value"],
+            "dev_gap_change_pct": best.get("gap_change_pct"), "dev_kl": best["kl"],
+            "dev_definitional_retained": best.get("definitional_retained"),
+            **{k: v for k, v in row.items() if k != "method"}}
+
+
+def _score_chosen(lm: LoadedModel, host: PluginHost, occupations: OccupationSet, family: TemplateFamily,
+                  plan: SweepPlan, points: Sequence[dict[str, Any]], budget: float, keep: float,
+                  settings: Mapping[str, Any], professions: Sequence[Profession]) -> list[dict[str, Any]]:
+    """Each method's setting chosen on the dev points, scored as a compare row on the reported jobs."""
+    comparer = Comparer(lm, occupations, family, professions=professions, **settings)
+    comparer.run(BASELINE, host.methods.get("method", BASELINE), {})
+    return [_chosen_row(best, comparer.run(name, method_class, options).row) if "knob" in best else best
+            for name, method_class, options, best in _choices(plan, points, budget, keep)]
+
+
+def _score_chosen_on_ray(bench: Bench, plan: SweepPlan, points: Sequence[dict[str, Any]], budget: float,
+                         keep: float, pool: Pool) -> list[dict[str, Any]]:
+    """`_score_chosen`, each chosen setting a cell on the Ray pool."""
+    choices = _choices(plan, points, budget, keep)
+    chosen = [(name, options, best) for name, _, options, best in choices if "knob" in best]
+    runs = iter(run_on_ray(bench, [(BASELINE, {}), *((name, options) for name, options, _ in chosen)],
+                           pool).runs[1:]) if chosen else iter(())
+    return [_chosen_row(best, next(runs).row) if "knob" in best else best for _, _, _, best in choices]
 
 
 def _claim(context: click.Context, out: Path, replace: bool) -> None:
