@@ -1,10 +1,12 @@
-"""`compare --executor ray`: each method's row (a cell) scored on a Ray actor pool instead of one after another.
+"""`--executor ray`: the rows of `compare` and `sweep` (cells: a method, or a sweep's setting) scored on a Ray actor
+pool instead of one after another.
 
 An actor holds one model replica: it loads the model once, builds the `Comparer` (the prompts, the neutral and
 gendered texts and their baseline log-probabilities, the controls) and scores the baseline, which every row on it is
-measured against. Cells go to whichever actor is free; each finished row comes back at once (`on_result`, which
-writes the run directory, so `--resume` finishes a Ray run as it does a local one). A row is computed by the same
-`Comparer.run` as locally, so it equals the local row up to the float rounding of a different thread count.
+measured against. Each model of a run has actors of its own; a cell goes to whichever actor of its model is free,
+and each finished row comes back at once (`on_result`, which writes the run directory, so `--resume` finishes a Ray
+compare as it does a local one). A row is computed by the same `Comparer.run` as locally, so it equals the local row
+up to the float rounding of a different thread count.
 
 An actor whose process dies mid-cell is restarted by Ray and the cell is retried once (`max_task_retries`); a cell
 that kills its worker twice becomes a failed row, as a cell that raises does. Plugins from `--plugins-dir` reach the
@@ -122,52 +124,76 @@ class CellWorker:
         return run
 
 
-def run_on_ray(bench: Bench, cells: Sequence[tuple[str, Mapping[str, Any]]], pool: Pool,
-               on_result: Callable[[Comparison, MethodRun], None] | None = None,
-               finished: Sequence[MethodRun] = ()) -> Comparison:
-    """Score each cell (row name, options) on `pool.workers` actors; the comparison's rows come in the order of
-    `cells`, the baseline first (a sweep's cells may share a row name: its settings). A row name among `finished`
+@dataclass(frozen=True)
+class Cells:
+    """One model's cells: its `Bench`, the cells (row name, options), what hears of each finished row, and the rows
+    already finished (a resumed run's)."""
+
+    bench: Bench
+    cells: Sequence[tuple[str, Mapping[str, Any]]]
+    on_result: Callable[[Comparison, MethodRun], None] | None = None
+    finished: Sequence[MethodRun] = ()
+
+
+def run_on_ray(work: Sequence[Cells], pool: Pool) -> list[Comparison]:
+    """Score each model's cells on `pool.workers` actors holding that model (so `pool.workers` x models actors in
+    all), every cell going to the first free actor of its model; one comparison per model, its rows in the order of
+    its cells, the baseline first (a sweep's cells may share a row name: its settings). A row name among `finished`
     keeps its results and is not run again."""
     with ray_session(pool) as ray:
-        return _run_cells(ray, bench, cells, pool, on_result, finished)
+        return _run_cells(ray, work, pool)
 
 
-def _run_cells(ray: Any, bench: Bench, cells: Sequence[tuple[str, Mapping[str, Any]]], pool: Pool,
-               on_result: Callable[[Comparison, MethodRun], None] | None,
-               finished: Sequence[MethodRun]) -> Comparison:
+def _run_cells(ray: Any, work: Sequence[Cells], pool: Pool) -> list[Comparison]:
     from ray.exceptions import RayActorError
 
     worker_class = ray.remote(num_cpus=1, num_gpus=pool.gpus_per_worker, max_restarts=1,
                               max_task_retries=1)(CellWorker)
-    done = {run.row["method"]: run for run in finished}
-    scored = {index: done[name] for index, (name, _) in enumerate(cells) if name in done and name != BASELINE}
-    to_score = deque((index, name, given) for index, (name, given) in enumerate(cells)
-                     if name != BASELINE and index not in scored)
-    actors = [worker_class.remote(bench, pool.plugins_dir) for _ in range(max(1, min(pool.workers, len(to_score))))]
-    comparison, baseline = ray.get(actors[0].shell.remote())
-    baseline = done.get(BASELINE, baseline)
-
-    def add(index: int | None, run: MethodRun) -> None:
-        """Keep `run` (cell `index`; None for the baseline), the rows in the order of `cells`, and hand them on."""
-        if index is not None:
-            scored[index] = run
-        comparison.runs[:] = [baseline, *(scored[kept] for kept in sorted(scored))]
-        if on_result is not None:
-            on_result(comparison, run)
-
-    add(None, baseline)
-    pending: dict[Any, tuple[int, str, Any]] = {}
-    idle = list(actors)
-    while to_score or pending:
-        while idle and to_score:
-            actor = idle.pop()
-            index, name, given = to_score.popleft()
-            pending[actor.score.remote(name, dict(given))] = (index, name, actor)
+    models = [_ModelCells(ray, worker_class, part, pool) for part in work]
+    for model in models:
+        model.begin(ray.get(model.shell))
+    pending: dict[Any, tuple[_ModelCells, int, str, Any]] = {}
+    while any(model.to_score for model in models) or pending:
+        for model in models:
+            while model.idle and model.to_score:
+                actor = model.idle.pop()
+                index, name, given = model.to_score.popleft()
+                pending[actor.score.remote(name, dict(given))] = (model, index, name, actor)
         [ready], _ = ray.wait(list(pending), num_returns=1)
-        index, name, actor = pending.pop(ready)
-        idle.append(actor)
+        model, index, name, actor = pending.pop(ready)
+        model.idle.append(actor)
         try:
-            add(index, ray.get(ready))
+            model.add(index, ray.get(ready))
         except RayActorError as error:  # its worker died twice on this cell (Ray restarted it and retried once)
-            add(index, failed_run(name, f"the Ray worker scoring {name} died twice: {error}"))
-    return comparison
+            model.add(index, failed_run(name, f"the Ray worker scoring {name} died twice: {error}"))
+    return [model.comparison for model in models]
+
+
+class _ModelCells:
+    """One model's side of `_run_cells`: its actors, the cells still to score, and its comparison so far."""
+
+    def __init__(self, ray: Any, worker_class: Any, work: Cells, pool: Pool) -> None:
+        done = {run.row["method"]: run for run in work.finished}
+        self.scored = {index: done[name] for index, (name, _) in enumerate(work.cells)
+                       if name in done and name != BASELINE}
+        self.to_score = deque((index, name, given) for index, (name, given) in enumerate(work.cells)
+                              if name != BASELINE and index not in self.scored)
+        self.idle = [worker_class.remote(work.bench, pool.plugins_dir)
+                     for _ in range(max(1, min(pool.workers, len(self.to_score))))]
+        self.on_result = work.on_result
+        self.shell = self.idle[0].shell.remote()  # every model's actors start loading before any is waited for
+        self.baseline_done = done.get(BASELINE)
+
+    def begin(self, shell: tuple[Comparison, MethodRun]) -> None:
+        """Take the comparison's header and the baseline's row from the first actor."""
+        self.comparison, baseline = shell
+        self.baseline = self.baseline_done or baseline
+        self.add(None, self.baseline)
+
+    def add(self, index: int | None, run: MethodRun) -> None:
+        """Keep `run` (cell `index`; None for the baseline), the rows in the order of the cells, and hand them on."""
+        if index is not None:
+            self.scored[index] = run
+        self.comparison.runs[:] = [self.baseline, *(self.scored[kept] for kept in sorted(self.scored))]
+        if self.on_result is not None:
+            self.on_result(self.comparison, run)

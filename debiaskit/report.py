@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -275,7 +276,15 @@ def _write_report(run_dir: Path, summary: dict[str, Any] | None, sweep: dict[str
     images = "".join(f"<figure><img alt='{html.escape(caption)}' "
                      f"src='data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}'>"
                      f"<figcaption>{html.escape(caption)}</figcaption></figure>" for path, caption in figures)
-    page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>" + html.escape(title)
+    body = ((f"<p><strong>{html.escape(notice)}</strong></p>" if notice else "") + f"<p>{html.escape(protocol)}</p>"
+            + "".join(html_table(t) for t in tables) + images)
+    atomic_write_text(run_dir / REPORT_HTML, html_page(title, body))
+    return run_dir / REPORT_HTML
+
+
+def html_page(title: str, body: str) -> str:
+    """One self-contained HTML page: `title` as its heading, then `body`."""
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>" + html.escape(title)
             + "</title><style>"
             "body{font-family:sans-serif;margin:2em;color:#111;max-width:1200px}"
             "table{border-collapse:collapse;margin:1em 0}"
@@ -283,9 +292,34 @@ def _write_report(run_dir: Path, summary: dict[str, Any] | None, sweep: dict[str
             "td{white-space:nowrap}th:first-child,td:first-child,td:last-child{text-align:left}"
             "th{border-bottom:2px solid #111}.note{color:#444;font-size:90%}"
             "img{max-width:100%}figure{margin:1.5em 0}</style></head><body>"
-            f"<h1>{html.escape(title)}</h1>" + (f"<p><strong>{html.escape(notice)}</strong></p>" if notice else "")
-            + f"<p>{html.escape(protocol)}</p>" + "".join(html_table(t) for t in tables)
-            + images + "</body></html>\n")
-    atomic_write_text(run_dir / REPORT_HTML, page)
-    return run_dir / REPORT_HTML
+            f"<h1>{html.escape(title)}</h1>{body}</body></html>\n")
+
+
+def write_models_report(out: Path, folders: Sequence[Path]) -> Path:
+    """report.md and report.html in `out` for a run of several models: a panel per model (its table, its own report
+    beside it in its folder, with the figures); return the HTML."""
+    panels = []
+    for folder in folders:
+        summary = read_json_object(folder / SUMMARY_FILE)
+        if summary is None:
+            raise DebiasKitError(f"{folder} holds no {SUMMARY_FILE}; write it again with the command that made it")
+        table = summary_table(summary)
+        panels.append((summary, Table(f"{summary.get('model')}", table.columns, table.rows, table.note),
+                       folder.relative_to(out).as_posix(), incomplete_notice(folder, summary, None)))
+    models = ", ".join(str(summary.get("model")) for summary, *_ in panels)
+    title = f"debiaskit report: {label_of({**panels[0][0], 'model': models})}" if panels else "debiaskit report"
+    md = [f"# {title}", ""]
+    body = ""
+    for _, table, link, notice in panels:
+        note = f"**{notice}**\n\n" if notice else ""
+        md.append(f"{note}{markdown(table)}\nFigures and the benchmark table: [{link}/report.md]({link}/report.md)\n")
+        body += ((f"<p><strong>{html.escape(notice)}</strong></p>" if notice else "") + html_table(table)
+                 + f"<p><a href='{html.escape(link)}/report.html'>{html.escape(link)}/report.html</a>: figures and "
+                 "the benchmark table</p>")
+    try:
+        atomic_write_text(out / REPORT_MD, "\n".join(md))
+        atomic_write_text(out / REPORT_HTML, html_page(title, body))
+    except OSError as error:
+        raise DebiasKitError(f"cannot write the report into {out}: {error.strerror or error}") from None
+    return out / REPORT_HTML
 

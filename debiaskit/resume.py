@@ -33,6 +33,7 @@ from debiaskit.run_dir import (
     RESULT_FILES,
     SUMMARY_FILE,
     frame_digests,
+    holds_run,
     read_frame,
     read_json_object,
     row_digest,
@@ -80,6 +81,11 @@ def resume_command(directory: Path, plugins_dir: Path | str | None) -> str:
 
 def read_previous_run(directory: Path, command: click.Command) -> PreviousRun:
     """The run in `directory`, or a DebiasKitError saying why it cannot be resumed."""
+    per_model = [] if holds_run(directory) else sorted(folder.name for folder in directory.iterdir()
+                                                         if folder.is_dir() and holds_run(folder))
+    if per_model:
+        raise DebiasKitError(f"{directory} holds one run per model ({', '.join(per_model)}); resume each in its own "
+                             f"folder, e.g. --resume {directory / per_model[0]}")
     manifest = _read_run_file(directory / MANIFEST_FILE, directory)
     summary = _read_run_file(directory / SUMMARY_FILE, directory)
     plugins_dir, parameters = _parse_command(manifest, command, directory)

@@ -13,10 +13,11 @@ from debiaskit.errors import DebiasKitError
 from debiaskit.metrics import VERDICTS
 
 FORMATS = ("table", "markdown", "csv", "latex", "json")
-LEADING_COLUMNS = ("method", "status", "stereotype_gap", "gap_ci_low", "gap_ci_high", "gap_change_pct", "change_ci_low",
-                   "change_ci_high", "within_noise", "stereotype_retained", "factual_retained", "definitional_retained",
-                   "definitional_acc", "agreement_acc", "agreement_share", "abs_bias", "bls_corr", "gender_mass", "kl",
-                   "kl_gendered", "ppl_ratio", *VERDICTS, "seconds")
+# `model` only in a run of several models, which marks each row with its model
+LEADING_COLUMNS = ("model", "method", "status", "stereotype_gap", "gap_ci_low", "gap_ci_high", "gap_change_pct",
+                   "change_ci_low", "change_ci_high", "within_noise", "stereotype_retained", "factual_retained",
+                   "definitional_retained", "definitional_acc", "agreement_acc", "agreement_share", "abs_bias",
+                   "bls_corr", "gender_mass", "kl", "kl_gendered", "ppl_ratio", *VERDICTS, "seconds")
 # the rest of what the host computes for every row: after the leading columns, never a method's own details
 SELECTIVITY_COLUMNS = tuple(
     f"{name}{suffix}"
@@ -67,7 +68,9 @@ def headline_table(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> st
     frame = summary_frame(rows)
     shown = [c for c in LEADING_COLUMNS if c in frame.columns and c not in (*INTERVAL_COLUMNS, *VERDICTS)]
     shown += [c for c in HEADLINE_BENCHMARK_COLUMNS if c in frame.columns]
-    columns = shown[:3] + (["gap_95ci"] if "gap_ci_low" in frame.columns else []) + shown[3:] + ["protocol"]
+    after_gap = shown.index("stereotype_gap") + 1 if "stereotype_gap" in shown else len(shown)
+    columns = (shown[:after_gap] + (["gap_95ci"] if "gap_ci_low" in frame.columns else []) + shown[after_gap:]
+               + ["protocol"])
     cells = []
     for row in rows:
         values = {**row, "gap_95ci": _interval(row.get("gap_ci_low"), row.get("gap_ci_high"))}
@@ -75,10 +78,11 @@ def headline_table(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> st
     details = []
     for row in rows:
         own = {k: v for k, v in row.items() if k not in HOST_COLUMNS and _cell(v)}
+        name = " ".join(filter(None, (row.get("model"), row["method"])))
         if row.get("status") != "ok":
-            details.append(f"  {row['method']}: failed: {row.get('error')}")
+            details.append(f"  {name}: failed: {row.get('error')}")
         elif own:
-            details.append(f"  {row['method']}: " + "; ".join(f"{k}={_cell(v)}" for k, v in own.items()))
+            details.append(f"  {name}: " + "; ".join(f"{k}={_cell(v)}" for k, v in own.items()))
     title = (f"model={header.get('model')}  dataset={header.get('dataset')}  templates={header.get('templates')}  "
              f"seed={header.get('seed')}")
     footer = ["method details:", *details] if details else []

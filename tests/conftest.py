@@ -46,14 +46,12 @@ def smollm2() -> LoadedModel:
     return load_model("smollm2", device="cpu")
 
 
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory):
-    """A random 2-layer Llama saved as a Hugging Face folder: the offline stand-in for a hub model."""
+def save_tiny_llama(directory, seed: int = 0):
+    """A random 2-layer Llama saved as a Hugging Face folder in `directory`: the offline stand-in for a hub model."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    directory = tmp_path_factory.mktemp("tiny-llama")
     tokenizer = smollm2_tokenizer()
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                          tie_word_embeddings=True,
@@ -61,3 +59,15 @@ def tiny_llama_dir(tmp_path_factory):
     LlamaForCausalLM(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory):
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def two_tiny_llama_dirs(tmp_path_factory):
+    """Two random 2-layer Llamas of different seeds, in folders named tiny-a and tiny-b."""
+    base = tmp_path_factory.mktemp("two-models")
+    return save_tiny_llama(base / "tiny-a", seed=1), save_tiny_llama(base / "tiny-b", seed=2)

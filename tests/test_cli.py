@@ -109,7 +109,8 @@ def test_every_command_that_loads_a_model_takes_model_device_and_dtype():
                 yield " ".join((*path, name)), {param.name: param for param in command.params}
 
     commands = dict(walk(cli, ()))
-    loading = {name: params for name, params in commands.items() if "model" in params}
+    loading = {name: params for name, params in commands.items() if "model" in params or "models" in params}
+    assert commands["compare"]["models"].multiple  # compare takes several models in one run
     assert {"compare", "sweep", "generate", "generation-eval", "leace-sweep", "locate", "sae train", "sae latents",
             "sae inspect", "steer"} <= set(loading)
     for name, params in loading.items():

@@ -144,3 +144,20 @@ def test_a_sweep_on_ray_equals_the_local_sweep(tiny_llama_dir, tmp_path):
             for column in a:
                 assert (math.isnan(a[column]) and math.isnan(b[column])) or b[column] == pytest.approx(
                     a[column], rel=1e-6, abs=1e-6), (part, here["method"], here.get("value"), column)
+
+
+def test_two_models_on_ray_equal_the_local_run(two_tiny_llama_dirs, tmp_path):
+    """Each model's rows on actors of its own (one per model here), equal to the local run's."""
+    words = [word for model in two_tiny_llama_dirs for word in ("--model", str(model))]
+    args = ["compare", *words, "--device", "cpu", "--bootstrap", "20", "--professions", "none", "--folds", "2",
+            "-m", "none", "-m", "logit-rebalance", "-m", "leace", "-o", "leace.layers=1", "--format", "json"]
+    local = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "local")], catch_exceptions=False)
+    on_ray = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "ray"), "--executor", "ray"],
+                                catch_exceptions=False)
+    assert local.exit_code == 0 and on_ray.exit_code == 0, on_ray.output
+    here, there = json.loads(local.stdout)["methods"], json.loads(on_ray.stdout)["methods"]
+    assert [(r["model"], r["method"]) for r in there] == [(r["model"], r["method"]) for r in here] and len(here) == 6
+    for a, b in zip(map(numbers, here), map(numbers, there)):
+        assert a.keys() == b.keys() and all(
+            (math.isnan(a[c]) and math.isnan(b[c])) or b[c] == pytest.approx(a[c], rel=1e-6, abs=1e-6) for c in a)
+    assert (tmp_path / "ray" / "tiny-b" / "summary.json").is_file() and (tmp_path / "ray" / "report.html").is_file()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -15,7 +17,7 @@ from debiaskit.commands.support import (
     load_data,
     lock_out_dir,
     method_options_option,
-    model_options,
+    models_options,
     package_versions,
     plan_methods,
     professions_option,
@@ -29,10 +31,10 @@ from debiaskit.errors import DebiasKitError
 from debiaskit.evaluator import DEFAULT_BATCH_SIZE
 from debiaskit.model import load_model
 from debiaskit.professions import professions_from_option
-from debiaskit.ray_executor import Bench, run_on_ray
-from debiaskit.report import write_report
+from debiaskit.ray_executor import Bench, Cells, run_on_ray
+from debiaskit.report import write_models_report, write_report
 from debiaskit.resume import check_resumable, data_fingerprint, resume_command, resume_option_callback
-from debiaskit.run_dir import SUMMARY_FILE, clear_run, holds_run, write_run
+from debiaskit.run_dir import SUMMARY_FILE, check_writable, clear_run, holds_run, write_run
 from debiaskit.sweep import parse_seeds
 from debiaskit.tables import FORMATS, headline_table, render
 
@@ -41,7 +43,7 @@ from debiaskit.tables import FORMATS, headline_table, render
 @click.option("-m", "--method", "methods", multiple=True,
               help="Method to run (repeatable). Default: all registered. NAME@LABEL runs NAME again as its own row "
                    "with its own options (-o NAME@LABEL.key=value).")
-@model_options
+@models_options
 @data_options()
 @method_options_option()
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
@@ -69,23 +71,59 @@ from debiaskit.tables import FORMATS, headline_table, render
 @click.option("--force", is_flag=True, help="Replace the run an --out folder already holds (its files are removed).")
 @executor_options
 @click.pass_context
-def compare_command(context: click.Context, methods: tuple[str, ...], model: str, device: str, dtype: str,
-                    dataset: str, template_family: str, assignments: tuple[str, ...], fmt: str, out: Path | None,
-                    seed: int, folds: int, in_sample: bool, batch_size: int, bootstrap: int, seeds: str | None,
-                    heldout_templates: int, professions: str, benchmark_names: str, resume: Path | None,
-                    force: bool, executor: str, address: str, workers: int, gpus_per_worker: float) -> None:
-    """Score methods side by side on the same prompts and print one row per method (baseline first)."""
+def compare_command(context: click.Context, methods: tuple[str, ...], models: tuple[str, ...], device: str,
+                    dtype: str, dataset: str, template_family: str, assignments: tuple[str, ...], fmt: str,
+                    out: Path | None, seed: int, folds: int, in_sample: bool, batch_size: int, bootstrap: int,
+                    seeds: str | None, heldout_templates: int, professions: str, benchmark_names: str,
+                    resume: Path | None, force: bool, executor: str, address: str, workers: int,
+                    gpus_per_worker: float) -> None:
+    """Score methods side by side on the same prompts and print one row per method (baseline first); with several
+    --model, one row per model and method."""
     try:
-        _compare(context, methods, model, device, dtype, dataset, template_family, assignments, fmt, out, seed, folds,
-                 in_sample, batch_size, bootstrap, seeds, heldout_templates, professions, benchmark_names, force,
-                 executor, address, workers, gpus_per_worker)
+        _compare(context, methods, models, device, dtype, dataset, template_family, assignments, fmt, out, seed,
+                 folds, in_sample, batch_size, bootstrap, seeds, heldout_templates, professions, benchmark_names,
+                 force, executor, address, workers, gpus_per_worker)
     except KeyboardInterrupt:
-        _report_interrupt(context, out)
+        _report_interrupt(context, out, models)
 
 
-def _compare(context: click.Context, methods: tuple[str, ...], model: str, device: str, dtype: str, dataset: str,
-             template_family: str, assignments: tuple[str, ...], fmt: str, out: Path | None, seed: int, folds: int,
-             in_sample: bool, batch_size: int, bootstrap: int, seeds: str | None, heldout_templates: int,
+@dataclass
+class ModelRun:
+    """One model's part of the run: where it is written, its manifest, and what could not be saved."""
+
+    model: str
+    out: Path | None
+    manifest: dict[str, Any] = field(default_factory=dict)
+    unsaved: list[OSError] = field(default_factory=list)
+
+    def save(self, comparison: Comparison, _: MethodRun) -> None:
+        """Write the run so far (each finished row at once, so that --resume can finish it)."""
+        if self.out is None or self.unsaved:
+            return
+        try:
+            write_run(self.out, comparison.header(), comparison.rows(), comparison.result_frames(), self.manifest)
+        except OSError as error:  # the run goes on; the table is printed and the exit code says what was lost
+            self.unsaved.append(error)
+            click.echo(f"debiaskit: cannot save to {self.out} ({error.strerror or error}); the run goes on, its "
+                       "table is printed at the end, and nothing more is saved", err=True)
+
+
+def model_folders(out: Path | None, models: tuple[str, ...]) -> list[Path | None]:
+    """Where each model's run is written: `out` itself for one model, else a folder per model inside it, named after
+    the model (a local folder's name; a hub name with '/' as '--')."""
+    if out is None or len(models) == 1:
+        return [out] * len(models)
+    names = [Path(model).name if Path(model).is_dir() else model.replace("/", "--") for model in models]
+    clashing = sorted({name for name in names if names.count(name) > 1})
+    if clashing:
+        raise DebiasKitError(f"two --model values would both be written to {out / clashing[0]}; pass each model "
+                             "once, or copy one model folder to another name")
+    return [out / name for name in names]
+
+
+def _compare(context: click.Context, methods: tuple[str, ...], models: tuple[str, ...], device: str, dtype: str,
+             dataset: str, template_family: str, assignments: tuple[str, ...], fmt: str, out: Path | None, seed: int,
+             folds: int, in_sample: bool, batch_size: int, bootstrap: int, seeds: str | None, heldout_templates: int,
              professions: str, benchmark_names: str, force: bool, executor: str, address: str, workers: int,
              gpus_per_worker: float) -> None:
     host = host_of(context)
@@ -96,6 +134,7 @@ def _compare(context: click.Context, methods: tuple[str, ...], model: str, devic
             raise DebiasKitError("--resume finishes the run in its folder and --force replaces it; pass one of them")
         if previous is not None:
             check_resumable(previous, context.params, plugins_dir, context.command)
+        models = tuple(dict.fromkeys(models))
         plan = plan_methods(host, methods, assignments)
         occupations, family = load_data(host, dataset, template_family)
         extra_seeds = parse_seeds(seeds or "")
@@ -103,54 +142,60 @@ def _compare(context: click.Context, methods: tuple[str, ...], model: str, devic
         check_folds(occupations, plan, folds, seed, in_sample)
         profession_list = professions_from_option(professions)
         benchmarks = BenchmarkSets.load(parse_benchmarks(benchmark_names))
+        runs = [ModelRun(model, folder) for model, folder in zip(models, model_folders(out, models))]
         if out is not None:
-            _claim(context, out, replace=force, resuming=previous is not None)
-        lm = load_model(model, device=device, dtype=dtype)
-        manifest = {
-            "command": rerun_command(context), "model": model, "device": str(lm.device), "dtype": dtype,
-            "dataset": dataset, "templates": template_family, "seed": seed, "folds": folds, "in_sample": in_sample,
-            "batch_size": batch_size, "bootstrap": bootstrap, "seeds": list(extra_seeds),
-            "heldout_templates": heldout_templates,
-            "methods": [{"method": name, "options": given} for name, _, given in plan],
-            "benchmarks": list(benchmarks.names()), "versions": package_versions(),
-            "data_sha256": data_fingerprint(occupations, family, profession_list, benchmarks.fingerprint()),
-        }
-        if previous is not None:
-            check_resumable(previous, context.params, plugins_dir, context.command, manifest)
-        check_methods(lm, plan)
-    unsaved: list[OSError] = []
-
-    def save(comparison: Comparison, _: MethodRun) -> None:
-        if out is None or unsaved:
-            return
-        try:
-            write_run(out, comparison.header(), comparison.rows(), comparison.result_frames(), manifest)
-        except OSError as error:  # the run goes on; the table is printed and the exit code says what was lost
-            unsaved.append(error)
-            click.echo(f"debiaskit: cannot save to {out} ({error.strerror or error}); the run goes on, its table is "
-                       "printed at the end, and nothing more is saved", err=True)
-
+            _claim(context, out, [run.out for run in runs], replace=force, resuming=previous is not None)
+        loaded = None
+        for run in runs:  # every model is loaded and checked before any is scored
+            loaded = load_model(run.model, device=device, dtype=dtype)
+            replaced = {"models": (run.model,), "out": run.out} if len(runs) > 1 else {}
+            run.manifest = {
+                "command": rerun_command(context, replaced=replaced), "model": run.model,
+                "device": str(loaded.device), "dtype": dtype, "dataset": dataset, "templates": template_family,
+                "seed": seed, "folds": folds, "in_sample": in_sample, "batch_size": batch_size,
+                "bootstrap": bootstrap, "seeds": list(extra_seeds), "heldout_templates": heldout_templates,
+                "methods": [{"method": name, "options": given} for name, _, given in plan],
+                "benchmarks": list(benchmarks.names()), "versions": package_versions(),
+                "data_sha256": data_fingerprint(occupations, family, profession_list, benchmarks.fingerprint()),
+            }
+            if previous is not None:
+                check_resumable(previous, context.params, plugins_dir, context.command, run.manifest)
+            check_methods(loaded, plan)
     settings = {"seed": seed, "n_folds": folds, "in_sample": in_sample, "batch_size": batch_size,
                 "bootstrap": bootstrap, "seeds": extra_seeds, "heldout_templates": heldout_templates}
     finished = previous.finished if previous is not None else ()
     with usage_errors():
         if executor == "ray":
-            bench = Bench(model, device, dtype, occupations, family, settings, profession_list, benchmarks)
-            comparison = run_on_ray(bench, [(name, given) for name, _, given in plan],
-                                    ray_pool(context, address, workers, gpus_per_worker), save, finished)
+            del loaded  # the workers load their own replicas
+            work = [Cells(Bench(run.model, device, dtype, occupations, family, settings, profession_list, benchmarks),
+                          [(name, given) for name, _, given in plan], run.save, finished) for run in runs]
+            comparisons = run_on_ray(work, ray_pool(context, address, workers, gpus_per_worker))
         else:
-            comparison = run_comparison(lm, occupations, family, plan, on_result=save, finished=finished,
-                                        professions=profession_list, benchmarks=benchmarks, **settings)
+            comparisons = []
+            for run in runs:
+                lm = loaded if run is runs[-1] else load_model(run.model, device=device, dtype=dtype)
+                comparisons.append(run_comparison(lm, occupations, family, plan, on_result=run.save,
+                                                  finished=finished, professions=profession_list,
+                                                  benchmarks=benchmarks, **settings))
+    header, rows = comparisons[0].header(), comparisons[0].rows()
+    if len(runs) > 1:
+        header = {**header, "model": ", ".join(models)}
+        rows = [{"model": run.model, **row} for run, comparison in zip(runs, comparisons) for row in comparison.rows()]
     if fmt == "table":
-        click.echo(headline_table(comparison.header(), comparison.rows()), nl=False)
+        click.echo(headline_table(header, rows), nl=False)
     else:
-        click.echo(render(comparison.header(), comparison.rows(), fmt), nl=False)
-    failed = [run.row["method"] for run in comparison.runs if not run.ok]
+        click.echo(render(header, rows, fmt), nl=False)
+    failed = [" ".join(filter(None, (row.get("model"), row["method"]))) for row in rows if row.get("status") != "ok"]
     if failed:
         click.echo(f"debiaskit: {len(failed)} method(s) failed: {', '.join(failed)}", err=True)
+    unsaved = [error for run in runs for error in run.unsaved]
     if out is not None and not unsaved:
         try:
-            click.echo(f"debiaskit: report written to {write_report(out)}", err=True)
+            for run in runs:
+                assert run.out is not None
+                write_report(run.out)
+            report = write_models_report(out, [run.out for run in runs]) if len(runs) > 1 else write_report(out)
+            click.echo(f"debiaskit: report written to {report}", err=True)
         except OSError as error:
             unsaved.append(error)
     if unsaved:
@@ -160,25 +205,38 @@ def _compare(context: click.Context, methods: tuple[str, ...], model: str, devic
         context.exit(1)
 
 
-def _claim(context: click.Context, out: Path, replace: bool, resuming: bool) -> None:
-    """Make `out` this run's, for as long as the command runs: writable, locked against a second writer, and holding
-    no other run (a folder that does is refused, or cleared with --force)."""
+def _claim(context: click.Context, out: Path, folders: list[Path | None], replace: bool, resuming: bool) -> None:
+    """Make `out` this run's, for as long as the command runs: writable, locked against a second writer, and with
+    no other run in the folders the models' runs go to (one that holds a run is refused, or cleared with --force)."""
     lock_out_dir(context, out)
-    if resuming or not holds_run(out):
+    if resuming:
         return
-    if not replace:
-        command = resume_command(out, context.find_root().params.get("plugins_dir"))
-        raise DebiasKitError(f"{out} already holds a run; finish it with `{command}`, replace it with --force, or "
+    several = [out] if len(folders) > 1 else []  # a one-model run there would sit beside the models' folders
+    held = [folder for folder in [*several, *folders] if folder is not None and holds_run(folder)]
+    if held and not replace:
+        plugins_dir = context.find_root().params.get("plugins_dir")
+        finish = " and ".join(f"`{resume_command(folder, plugins_dir)}`" for folder in held)
+        raise DebiasKitError(f"{held[0]} already holds a run; finish it with {finish}, replace it with --force, or "
                              "pass another --out")
-    clear_run(out)
+    for folder in held:
+        clear_run(folder)
+    for folder in folders:
+        if folder is not None and folder != out:
+            check_writable(folder)
 
 
-def _report_interrupt(context: click.Context, out: Path | None) -> None:
+def _report_interrupt(context: click.Context, out: Path | None, models: tuple[str, ...]) -> None:
     """Ctrl-C: say where the finished methods are and how to finish the rest, and exit 130 (128 + SIGINT)."""
-    if out is not None and (out / SUMMARY_FILE).is_file():
-        command = resume_command(out, context.find_root().params.get("plugins_dir"))
+    try:
+        folders = [folder for folder in model_folders(out, tuple(dict.fromkeys(models))) if folder is not None]
+    except DebiasKitError:  # interrupted before the models' folders were checked: none was written
+        folders = []
+    saved = [folder for folder in folders if (folder / SUMMARY_FILE).is_file()]
+    if saved:
+        plugins_dir = context.find_root().params.get("plugins_dir")
+        commands = "\n".join(f"  {resume_command(folder, plugins_dir)}" for folder in saved)
         click.echo(f"debiaskit: interrupted; the methods that finished are saved in {out}. Finish the rest with:\n"
-                   f"  {command}", err=True)
+                   f"{commands}", err=True)
     elif out is not None:
         click.echo(f"debiaskit: interrupted before any method finished; nothing is saved in {out}. Run the same "
                    "command again to start over", err=True)

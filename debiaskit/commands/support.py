@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -67,13 +67,19 @@ def stacked(*options: Decorator) -> Decorator:
     return decorate
 
 
+DEVICE_OPTION = click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True,
+                             help=DEVICE_HELP)
+DTYPE_OPTION = click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True,
+                            help="Precision the model runs in.")
 # --model, --device and --dtype; the command receives them as `model`, `device` and `dtype`
-model_options = stacked(
-    click.option("--model", default=EMBEDDED_MODEL, show_default=True, help=MODEL_HELP),
-    click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True, help=DEVICE_HELP),
-    click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True,
-                 help="Precision the model runs in."),
-)
+model_options = stacked(click.option("--model", default=EMBEDDED_MODEL, show_default=True, help=MODEL_HELP),
+                        DEVICE_OPTION, DTYPE_OPTION)
+# the same with --model repeatable; the command receives the models as `models`, a tuple
+models_options = stacked(
+    click.option("--model", "models", multiple=True, default=(EMBEDDED_MODEL,), show_default=True,
+                 help=MODEL_HELP + " Repeatable: each model is scored on the same prompts, its rows marked with "
+                 "its name; with --out, each model's run goes into a folder of its own."),
+    DEVICE_OPTION, DTYPE_OPTION)
 
 
 def data_options(dataset_help: str = "Data set name, NAME:ARGUMENT for loaders that take one.",
@@ -153,15 +159,18 @@ def method_class(host: PluginHost, label: str) -> Any:
     return host.methods.get("method", name)
 
 
-def rerun_command(context: click.Context, skipped: tuple[str, ...] = ("resume", "force")) -> str:
-    """The command that reruns this one, every setting spelt out (the `skipped` parameters left out)."""
+def rerun_command(context: click.Context, skipped: tuple[str, ...] = ("resume", "force"),
+                  replaced: Mapping[str, Any] | None = None) -> str:
+    """The command that reruns this one, every setting spelt out (the `skipped` parameters left out, the `replaced`
+    ones given these values instead)."""
+    values = {**context.params, **(replaced or {})}
     words = ["debiaskit"]
     plugins_dir = context.find_root().params.get("plugins_dir")
     if plugins_dir is not None:
         words += ["--plugins-dir", str(plugins_dir)]
     words.append(context.info_name or context.command.name or "")
     for parameter in context.command.params:
-        value = context.params.get(parameter.name)
+        value = values.get(parameter.name)
         if parameter.name in skipped or value is None or value is False or value == ():
             continue
         flag = max(parameter.opts, key=len)  # type: ignore[attr-defined]

@@ -32,7 +32,7 @@ from debiaskit.evaluator import DEFAULT_BATCH_SIZE
 from debiaskit.model import LoadedModel, load_model
 from debiaskit.plugin_host import PluginHost
 from debiaskit.professions import Profession, professions_from_option
-from debiaskit.ray_executor import Bench, Pool, ray_session, run_on_ray
+from debiaskit.ray_executor import Bench, Cells, Pool, ray_session, run_on_ray
 from debiaskit.report import write_report
 from debiaskit.run_dir import SWEEP_FILE, write_json
 from debiaskit.sweep import (
@@ -177,7 +177,8 @@ def _sweep_on_ray(bench: Bench, plan: SweepPlan, pool: Pool) -> tuple[list[dict[
     """Each setting a cell on the Ray pool: the sweep's points and the comparison they came from."""
     check_plan(plan)
     cells = sweep_cells(plan)
-    comparison = run_on_ray(bench, [(BASELINE, {}), *((name, options) for name, _, options, _ in cells)], pool)
+    [comparison] = run_on_ray([Cells(bench, [(BASELINE, {}), *((name, options) for name, _, options, _ in cells)])],
+                              pool)
     return [sweep_point(cell, run.row) for cell, run in zip(cells, comparison.runs[1:])], comparison
 
 
@@ -229,8 +230,8 @@ def _score_chosen_on_ray(bench: Bench, plan: SweepPlan, points: Sequence[dict[st
     """`_score_chosen`, each chosen setting a cell on the Ray pool."""
     choices = _choices(plan, points, budget, keep)
     chosen = [(name, options, best) for name, _, options, best in choices if "knob" in best]
-    runs = iter(run_on_ray(bench, [(BASELINE, {}), *((name, options) for name, options, _ in chosen)],
-                           pool).runs[1:]) if chosen else iter(())
+    cells = [(BASELINE, {}), *((name, options) for name, options, _ in chosen)]
+    runs = iter(run_on_ray([Cells(bench, cells)], pool)[0].runs[1:] if chosen else ())
     return [_chosen_row(best, next(runs).row) if "knob" in best else best for _, _, _, best in choices]
 
 
