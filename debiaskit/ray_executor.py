@@ -98,23 +98,34 @@ def worker_plugins_dir(plugins_dir: Path | None) -> Path | None:
 
 
 class CellWorker:
-    """One model replica: its Comparer, with the baseline scored. Made a Ray actor by `run_on_ray`."""
+    """One model replica: its Comparer, with the baseline scored, once the model loaded and every cell's method
+    checked against it (`check_methods`). Made a Ray actor by `run_on_ray`."""
 
-    def __init__(self, bench: Bench, plugins_dir: Path | None) -> None:
+    def __init__(self, bench: Bench, plugins_dir: Path | None, cells: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        from debiaskit.commands.support import method_class
+        from debiaskit.compare import check_methods
         from debiaskit.model import load_model
         from debiaskit.plugin_host import load_plugins
 
-        self.host = load_plugins(worker_plugins_dir(plugins_dir))
-        lm = load_model(bench.model, device=bench.device, dtype=bench.dtype)
+        self.problem = ""  # bad input found here, said by the driver as a usage error
+        try:
+            self.host = load_plugins(worker_plugins_dir(plugins_dir))
+            lm = load_model(bench.model, device=bench.device, dtype=bench.dtype)
+            check_methods(lm, [(name, method_class(self.host, name), given) for name, given in cells])
+        except DebiasKitError as error:
+            self.problem = str(error)
+            return
         self.comparer = Comparer(lm, bench.occupations, bench.family, professions=bench.professions,
                                  benchmarks=bench.benchmarks, **bench.comparer_settings)
         self.baseline_run = self.comparer.run(BASELINE, self.host.methods.get("method", BASELINE), {})
 
-    def shell(self) -> tuple[Comparison, MethodRun]:
-        """The comparison's header fields (no rows) and the baseline's run."""
+    def shell(self) -> tuple[str, Comparison | None, MethodRun | None]:
+        """What was wrong with the model or a method ('' when nothing), the comparison's header fields (no rows) and
+        the baseline's run."""
+        if self.problem:
+            return self.problem, None, None
         comparison = self.comparer.comparison
-        empty = Comparison(**{**comparison.__dict__, "runs": []})
-        return empty, self.baseline_run
+        return "", Comparison(**{**comparison.__dict__, "runs": []}), self.baseline_run
 
     def score(self, name: str, given: Mapping[str, Any]) -> MethodRun:
         from debiaskit.commands.support import method_class
@@ -126,13 +137,15 @@ class CellWorker:
 
 @dataclass(frozen=True)
 class Cells:
-    """One model's cells: its `Bench`, the cells (row name, options), what hears of each finished row, and the rows
-    already finished (a resumed run's)."""
+    """One model's cells: its `Bench`, the cells (row name, options), what hears of each finished row, the rows
+    already finished (a resumed run's), and what checks the comparison's header (the device the workers resolved)
+    before any row is kept; it may raise a DebiasKitError, which ends the run."""
 
     bench: Bench
     cells: Sequence[tuple[str, Mapping[str, Any]]]
     on_result: Callable[[Comparison, MethodRun], None] | None = None
     finished: Sequence[MethodRun] = ()
+    on_start: Callable[[Comparison], None] | None = None  # hears the comparison's header before any row
 
 
 def run_on_ray(work: Sequence[Cells], pool: Pool) -> list[Comparison]:
@@ -145,7 +158,7 @@ def run_on_ray(work: Sequence[Cells], pool: Pool) -> list[Comparison]:
 
 
 def _run_cells(ray: Any, work: Sequence[Cells], pool: Pool) -> list[Comparison]:
-    from ray.exceptions import RayActorError
+    from ray.exceptions import RayActorError, RayError
 
     worker_class = ray.remote(num_cpus=1, num_gpus=pool.gpus_per_worker, max_restarts=1,
                               max_task_retries=1)(CellWorker)
@@ -166,6 +179,8 @@ def _run_cells(ray: Any, work: Sequence[Cells], pool: Pool) -> list[Comparison]:
             model.add(index, ray.get(ready))
         except RayActorError as error:  # its worker died twice on this cell (Ray restarted it and retried once)
             model.add(index, failed_run(name, f"the Ray worker scoring {name} died twice: {error}"))
+        except RayError as error:  # raised outside Comparer.run, which contains a method's own errors
+            model.add(index, failed_run(name, f"the Ray worker could not score {name}: {error}"))
     return [model.comparison for model in models]
 
 
@@ -178,16 +193,21 @@ class _ModelCells:
                        if name in done and name != BASELINE}
         self.to_score = deque((index, name, given) for index, (name, given) in enumerate(work.cells)
                               if name != BASELINE and index not in self.scored)
-        self.idle = [worker_class.remote(work.bench, pool.plugins_dir)
+        self.idle = [worker_class.remote(work.bench, pool.plugins_dir, work.cells)
                      for _ in range(max(1, min(pool.workers, len(self.to_score))))]
-        self.on_result = work.on_result
+        self.on_result, self.on_start = work.on_result, work.on_start
         self.shell = self.idle[0].shell.remote()  # every model's actors start loading before any is waited for
         self.baseline_done = done.get(BASELINE)
 
-    def begin(self, shell: tuple[Comparison, MethodRun]) -> None:
-        """Take the comparison's header and the baseline's row from the first actor."""
-        self.comparison, baseline = shell
-        self.baseline = self.baseline_done or baseline
+    def begin(self, shell: tuple[str, Comparison | None, MethodRun | None]) -> None:
+        """Take the comparison's header and the baseline's row from the first actor; a problem it found with the
+        model or a method is a DebiasKitError, before any cell runs."""
+        problem, comparison, baseline = shell
+        if problem or comparison is None or baseline is None:
+            raise DebiasKitError(problem)
+        if self.on_start is not None:
+            self.on_start(comparison)
+        self.comparison, self.baseline = comparison, self.baseline_done or baseline
         self.add(None, self.baseline)
 
     def add(self, index: int | None, run: MethodRun) -> None:

@@ -304,10 +304,10 @@ def write_models_report(out: Path, folders: Sequence[Path]) -> Path:
         if summary is None:
             raise DebiasKitError(f"{folder} holds no {SUMMARY_FILE}; write it again with the command that made it")
         table = summary_table(summary)
-        panels.append((summary, Table(f"{summary.get('model')}", table.columns, table.rows, table.note),
+        panels.append((summary, Table(str(summary.get("model")), table.columns, table.rows, table.note),
                        folder.relative_to(out).as_posix(), incomplete_notice(folder, summary, None)))
     models = ", ".join(str(summary.get("model")) for summary, *_ in panels)
-    title = f"debiaskit report: {label_of({**panels[0][0], 'model': models})}" if panels else "debiaskit report"
+    title = f"debiaskit report: {label_of({**panels[0][0], 'model': models})}"
     md = [f"# {title}", ""]
     body = ""
     for _, table, link, notice in panels:

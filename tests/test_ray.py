@@ -127,6 +127,7 @@ def sweep(model, out, *args):
                                       f"csv:{test}", "--keep", "0", "--budget", "10", "--out", str(out), *args],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    assert "frontier_area" in result.stdout  # the tables go to stdout, Ray's logs to stderr
     return json.loads((out / "sweep.json").read_text())
 
 
@@ -161,3 +162,15 @@ def test_two_models_on_ray_equal_the_local_run(two_tiny_llama_dirs, tmp_path):
         assert a.keys() == b.keys() and all(
             (math.isnan(a[c]) and math.isnan(b[c])) or b[c] == pytest.approx(a[c], rel=1e-6, abs=1e-6) for c in a)
     assert (tmp_path / "ray" / "tiny-b" / "summary.json").is_file() and (tmp_path / "ray" / "report.html").is_file()
+
+
+def test_bad_input_found_on_the_workers_is_the_same_usage_error(tiny_llama_dir, tmp_path):
+    """On Ray the driver loads no model: each model's first actor checks every method, before any row runs."""
+    args = ["compare", "--model", str(tiny_llama_dir), "--device", "cpu", "-m", "leace", "-o", "leace.layers=7",
+            "--out", str(tmp_path / "run")]
+    local = CliRunner().invoke(cli, args)
+    on_ray = CliRunner().invoke(cli, [*args, "--executor", "ray"])
+    assert local.exit_code == on_ray.exit_code == 2, on_ray.output
+    said = [line for line in local.output.splitlines() if line.startswith("Error:")]
+    assert said and said == [line for line in on_ray.output.splitlines() if line.startswith("Error:")]
+    assert not (tmp_path / "run" / "summary.json").exists()

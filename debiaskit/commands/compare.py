@@ -33,7 +33,7 @@ from debiaskit.model import load_model
 from debiaskit.professions import professions_from_option
 from debiaskit.ray_executor import Bench, Cells, run_on_ray
 from debiaskit.report import write_models_report, write_report
-from debiaskit.resume import check_resumable, data_fingerprint, resume_command, resume_option_callback
+from debiaskit.resume import PreviousRun, check_resumable, data_fingerprint, resume_command, resume_option_callback
 from debiaskit.run_dir import SUMMARY_FILE, check_writable, clear_run, holds_run, write_run
 from debiaskit.sweep import parse_seeds
 from debiaskit.tables import FORMATS, headline_table, render
@@ -108,6 +108,15 @@ class ModelRun:
                        "table is printed at the end, and nothing more is saved", err=True)
 
 
+def started(run: ModelRun, previous: PreviousRun | None, context: click.Context, device: str) -> None:
+    """The model of `run` is loaded on `device`: record it, and when resuming, refuse a run that would not compute
+    what the previous one did (the device, the data on disk)."""
+    run.manifest["device"] = device
+    if previous is not None:
+        check_resumable(previous, context.params, context.find_root().params.get("plugins_dir"), context.command,
+                        run.manifest)
+
+
 def model_folders(out: Path | None, models: tuple[str, ...]) -> list[Path | None]:
     """Where each model's run is written: `out` itself for one model, else a folder per model inside it, named after
     the model (a local folder's name; a hub name with '/' as '--')."""
@@ -146,29 +155,30 @@ def _compare(context: click.Context, methods: tuple[str, ...], models: tuple[str
         if out is not None:
             _claim(context, out, [run.out for run in runs], replace=force, resuming=previous is not None)
         loaded = None
-        for run in runs:  # every model is loaded and checked before any is scored
-            loaded = load_model(run.model, device=device, dtype=dtype)
+        for run in runs:  # locally, every model is loaded and checked before any is scored; on Ray, by its actors
             replaced = {"models": (run.model,), "out": run.out} if len(runs) > 1 else {}
             run.manifest = {
-                "command": rerun_command(context, replaced=replaced), "model": run.model,
-                "device": str(loaded.device), "dtype": dtype, "dataset": dataset, "templates": template_family,
-                "seed": seed, "folds": folds, "in_sample": in_sample, "batch_size": batch_size,
-                "bootstrap": bootstrap, "seeds": list(extra_seeds), "heldout_templates": heldout_templates,
+                "command": rerun_command(context, replaced=replaced), "model": run.model, "device": None,
+                "dtype": dtype, "dataset": dataset, "templates": template_family, "seed": seed, "folds": folds,
+                "in_sample": in_sample, "batch_size": batch_size, "bootstrap": bootstrap, "seeds": list(extra_seeds),
+                "heldout_templates": heldout_templates,
                 "methods": [{"method": name, "options": given} for name, _, given in plan],
                 "benchmarks": list(benchmarks.names()), "versions": package_versions(),
                 "data_sha256": data_fingerprint(occupations, family, profession_list, benchmarks.fingerprint()),
             }
-            if previous is not None:
-                check_resumable(previous, context.params, plugins_dir, context.command, run.manifest)
-            check_methods(loaded, plan)
+            if executor == "local":
+                loaded = load_model(run.model, device=device, dtype=dtype)
+                started(run, previous, context, str(loaded.device))
+                check_methods(loaded, plan)
     settings = {"seed": seed, "n_folds": folds, "in_sample": in_sample, "batch_size": batch_size,
                 "bootstrap": bootstrap, "seeds": extra_seeds, "heldout_templates": heldout_templates}
     finished = previous.finished if previous is not None else ()
     with usage_errors():
-        if executor == "ray":
-            del loaded  # the workers load their own replicas
+        if executor == "ray":  # each model's first actor checks it and says which device it is on
             work = [Cells(Bench(run.model, device, dtype, occupations, family, settings, profession_list, benchmarks),
-                          [(name, given) for name, _, given in plan], run.save, finished) for run in runs]
+                          [(name, given) for name, _, given in plan], run.save, finished,
+                          lambda header, run=run: started(run, previous, context, header.device))
+                    for run in runs]
             comparisons = run_on_ray(work, ray_pool(context, address, workers, gpus_per_worker))
         else:
             comparisons = []
@@ -188,19 +198,18 @@ def _compare(context: click.Context, methods: tuple[str, ...], models: tuple[str
     failed = [" ".join(filter(None, (row.get("model"), row["method"]))) for row in rows if row.get("status") != "ok"]
     if failed:
         click.echo(f"debiaskit: {len(failed)} method(s) failed: {', '.join(failed)}", err=True)
-    unsaved = [error for run in runs for error in run.unsaved]
+    unsaved: list[Exception] = [error for run in runs for error in run.unsaved]
     if out is not None and not unsaved:
         try:
-            for run in runs:
-                assert run.out is not None
-                write_report(run.out)
-            report = write_models_report(out, [run.out for run in runs]) if len(runs) > 1 else write_report(out)
+            reports = [write_report(folder) for folder in (run.out for run in runs) if folder is not None]
+            report = write_models_report(out, [run.out for run in runs if run.out]) if len(runs) > 1 else reports[0]
             click.echo(f"debiaskit: report written to {report}", err=True)
-        except OSError as error:
+        except DebiasKitError as error:  # the runs are saved; their report could not be written
             unsaved.append(error)
     if unsaved:
-        click.echo(f"debiaskit: {out} is incomplete: {unsaved[0].strerror or unsaved[0]} "
-                   f"({getattr(unsaved[0], 'filename', None) or out}); the table above holds every method", err=True)
+        where = getattr(unsaved[0], "filename", None) or out
+        click.echo(f"debiaskit: {out} is incomplete: {getattr(unsaved[0], 'strerror', None) or unsaved[0]} "
+                   f"({where}); the table above holds every method", err=True)
     if failed or unsaved:
         context.exit(1)
 

@@ -25,7 +25,7 @@ from debiaskit.commands.support import (
     rerun_command,
     usage_errors,
 )
-from debiaskit.compare import BASELINE, DEFAULT_FOLDS, Comparer, Comparison
+from debiaskit.compare import BASELINE, DEFAULT_FOLDS, Comparer, Comparison, check_methods
 from debiaskit.data import OccupationSet, TemplateFamily
 from debiaskit.errors import DebiasKitError
 from debiaskit.evaluator import DEFAULT_BATCH_SIZE
@@ -118,15 +118,16 @@ def sweep_command(context: click.Context, methods: tuple[str, ...], knobs: tuple
         scored_on = dev_occupations or occupations
         if executor == "ray":
             pool = ray_pool(context, address, workers, gpus_per_worker)
-            with ray_session(pool):
+            with ray_session(pool):  # which sends stdout to stderr while it runs: the tables are printed after it
                 points, comparison = _sweep_on_ray(Bench(model, device, dtype, scored_on, family, settings,
                                                          profession_list), swept_plan, pool)
-                header, baseline, matched, frontiers = _print_tables(comparison, points, budget_values, keep)
                 picked = _score_chosen_on_ray(Bench(model, device, dtype, occupations, family, settings,
                                                     profession_list), swept_plan, points, budget_values[0], keep,
-                                              pool) if dev_occupations else []
+                                              pool) if dev_occupations and comparison.runs[0].ok else []
+            header, baseline, matched, frontiers = _print_tables(comparison, points, budget_values, keep)
         else:
             lm = load_model(model, device=device, dtype=dtype)
+            check_methods(lm, [cell[:3] for cell in sweep_cells(swept_plan)])  # on Ray, each actor does
             comparer = Comparer(lm, scored_on, family, professions=profession_list, **settings)
             points = run_sweep(comparer, swept_plan, host.methods.get("method", BASELINE))
             header, baseline, matched, frontiers = _print_tables(comparer.comparison, points, budget_values, keep)
