@@ -50,7 +50,7 @@ def compare(model, out, *args):
     result = CliRunner().invoke(cli, ["--plugins-dir", str(out.parent / "ray_plugins"), "compare", "--model",
                                       str(model), "--device", "cpu", "--bootstrap", "20", "--folds", "2",
                                       "--format", "json", "--out", str(out), *args], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1 and "1 method(s) failed: fails-in-apply" in result.output, result.output
     return json.loads(result.stdout)
 
 
@@ -61,8 +61,9 @@ def runs(tiny_llama_dir, tmp_path_factory):
     plugins = base / "ray_plugins"
     plugins.mkdir()
     shutil.copy(ROOT / "examples" / "plugins" / "pronoun_projection.py", plugins)
+    shutil.copy(ROOT / "tests" / "plugins_for_tests" / "failing.py", plugins)
     (plugins / "dies_once.py").write_text(DIES_ONCE)
-    methods = ["-m", "none", "-m", "logit-rebalance", "-m", "leace", "-m", "pronoun-projection",
+    methods = ["-m", "none", "-m", "fails-in-apply", "-m", "logit-rebalance", "-m", "leace", "-m", "pronoun-projection",
                "-o", "pronoun-projection.layer=1", "-o", "leace.layers=1", "-m", "dies-once"]
     (base / "local-marker").write_text("already")  # locally dies-once must not kill the test process
     local = compare(tiny_llama_dir, base / "local", *methods, "-o", f"dies-once.marker={base / 'local-marker'}")
@@ -99,6 +100,10 @@ def test_ray_table_equals_the_local_table(runs):
     local, on_ray, _ = runs
     assert [r["method"] for r in on_ray["methods"]] == [r["method"] for r in local["methods"]]
     for here, there in zip(local["methods"], on_ray["methods"]):
+        if here["method"] == "fails-in-apply":  # a cell that raises is a failed row, as locally
+            assert (there["status"], there["error"]) == (here["status"], here["error"]) == (
+                "failed", "RuntimeError: apply exploded"), there
+            continue
         assert there["status"] == "ok", there["error"]
         a, b = numbers(here), numbers(there)
         assert a.keys() == b.keys() and len(a) > 20
