@@ -179,3 +179,27 @@ def test_bad_input_found_on_the_workers_is_the_same_usage_error(tiny_llama_dir, 
     said = [line for line in local.output.splitlines() if line.startswith("Error:")]
     assert said and said == [line for line in on_ray.output.splitlines() if line.startswith("Error:")]
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_a_plugins_folder_reaches_workers_that_do_not_have_it(tmp_path):
+    """The --plugins-dir folder travels in Ray's runtime environment: a worker loads its plugin even when the folder
+    is gone from the path the driver named (as on another machine)."""
+    import ray
+
+    from debiaskit.ray_executor import Pool, ray_session, worker_plugins_dir
+
+    folder = tmp_path / "shipped_plugins"
+    folder.mkdir()
+    shutil.copy(ROOT / "examples" / "plugins" / "pronoun_projection.py", folder)
+
+    @ray.remote(num_cpus=1)
+    def methods_seen(plugins_dir):
+        from debiaskit.plugin_host import load_plugins
+
+        found = worker_plugins_dir(plugins_dir)
+        return str(found), list(load_plugins(found).methods.things)
+
+    with ray_session(Pool(plugins_dir=folder)):
+        folder.rename(tmp_path / "moved")  # the workers can only find the copy Ray packed when it started
+        found, methods = ray.get(methods_seen.remote(folder))
+    assert "pronoun-projection" in methods and found != str(folder)
