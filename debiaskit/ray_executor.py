@@ -136,78 +136,112 @@ class CellWorker:
 
 
 @dataclass(frozen=True)
-class Cells:
+class ModelWork:
     """One model's cells: its `Bench`, the cells (row name, options), what hears of each finished row, the rows
-    already finished (a resumed run's), and what checks the comparison's header (the device the workers resolved)
+    already finished (a resumed run's), and what hears the comparison's header (the device the workers resolved)
     before any row is kept; it may raise a DebiasKitError, which ends the run."""
 
     bench: Bench
     cells: Sequence[tuple[str, Mapping[str, Any]]]
     on_result: Callable[[Comparison, MethodRun], None] | None = None
     finished: Sequence[MethodRun] = ()
-    on_start: Callable[[Comparison], None] | None = None  # hears the comparison's header before any row
+    on_start: Callable[[Comparison], None] | None = None
 
 
-def run_on_ray(work: Sequence[Cells], pool: Pool) -> list[Comparison]:
-    """Score each model's cells on `pool.workers` actors holding that model (so `pool.workers` x models actors in
-    all), every cell going to the first free actor of its model; one comparison per model, its rows in the order of
-    its cells, the baseline first (a sweep's cells may share a row name: its settings). A row name among `finished`
-    keeps its results and is not run again."""
+def run_on_ray(work: Sequence[ModelWork], pool: Pool) -> list[Comparison]:
+    """Score each model's cells on up to `pool.workers` actors holding that model, every cell going to the first
+    free actor of its model; one comparison per model, its rows in the order of its cells, the baseline first (a
+    sweep's cells may share a row name: its settings). A row name among `finished` keeps its results and is not run
+    again. No more actors run at once than the cluster has CPUs (and GPUs, with `gpus_per_worker`) for: a model
+    waits for free room, and a model whose cells are done gives its room back."""
     with ray_session(pool) as ray:
         return _run_cells(ray, work, pool)
 
 
-def _run_cells(ray: Any, work: Sequence[Cells], pool: Pool) -> list[Comparison]:
+def actor_room(ray: Any, pool: Pool) -> int:
+    """How many actors the cluster holds at once: one CPU each, and `gpus_per_worker` GPUs each when above 0."""
+    resources = ray.cluster_resources()
+    room = int(resources.get("CPU", 1))
+    if pool.gpus_per_worker > 0:
+        room = min(room, int(resources.get("GPU", 0) / pool.gpus_per_worker + 1e-9))
+        if room < 1:
+            raise DebiasKitError(f"--gpus-per-worker {pool.gpus_per_worker:g}: the Ray cluster has "
+                                 f"{resources.get('GPU', 0):g} GPU(s); pass a smaller share or 0 (CPU only)")
+    return max(1, room)
+
+
+def _run_cells(ray: Any, work: Sequence[ModelWork], pool: Pool) -> list[Comparison]:
     from ray.exceptions import RayActorError, RayError
 
     worker_class = ray.remote(num_cpus=1, num_gpus=pool.gpus_per_worker, max_restarts=1,
                               max_task_retries=1)(CellWorker)
-    models = [_ModelCells(ray, worker_class, part, pool) for part in work]
-    for model in models:
-        model.begin(ray.get(model.shell))
-    pending: dict[Any, tuple[_ModelCells, int, str, Any]] = {}
-    while any(model.to_score for model in models) or pending:
+    models = [_ModelQueue(part) for part in work]
+    waiting, room = deque(models), actor_room(ray, pool)
+    pending: dict[Any, tuple[_ModelQueue, int | None, str, Any]] = {}  # result -> (model, cell or None, name, actor)
+    while True:
+        while waiting and room > 0:  # a model starts when there is room for at least one of its actors
+            model = waiting.popleft()
+            room -= model.start(worker_class, pool, room)
+            pending[model.pending_shell] = (model, None, BASELINE, None)
         for model in models:
             while model.idle and model.to_score:
                 actor = model.idle.pop()
                 index, name, given = model.to_score.popleft()
                 pending[actor.score.remote(name, dict(given))] = (model, index, name, actor)
+        if not pending:
+            return [model.comparison for model in models]
         [ready], _ = ray.wait(list(pending), num_returns=1)
         model, index, name, actor = pending.pop(ready)
-        model.idle.append(actor)
-        try:
-            model.add(index, ray.get(ready))
-        except RayActorError as error:  # its worker died twice on this cell (Ray restarted it and retried once)
-            model.add(index, failed_run(name, f"the Ray worker scoring {name} died twice: {error}"))
-        except RayError as error:  # raised outside Comparer.run, which contains a method's own errors
-            model.add(index, failed_run(name, f"the Ray worker could not score {name}: {error}"))
-    return [model.comparison for model in models]
+        if index is None:
+            try:
+                model.begin(ray.get(ready))
+            except RayError as error:  # its process died loading the model or scoring the baseline
+                raise DebiasKitError(f"the Ray worker for {model.work.bench.model} could not start: {error}") from None
+        else:
+            model.idle.append(actor)
+            try:
+                model.add(index, ray.get(ready))
+            except RayActorError as error:  # its worker died twice on this cell (Ray restarted it and retried once)
+                model.add(index, failed_run(name, f"the Ray worker scoring {name} died twice: {error}"))
+            except RayError as error:  # raised outside Comparer.run, which contains a method's own errors
+                model.add(index, failed_run(name, f"the Ray worker could not score {name}: {error}"))
+        if model.begun and not model.to_score and all(entry[0] is not model for entry in pending.values()):
+            room += model.stop(ray)
 
 
-class _ModelCells:
+class _ModelQueue:
     """One model's side of `_run_cells`: its actors, the cells still to score, and its comparison so far."""
 
-    def __init__(self, ray: Any, worker_class: Any, work: Cells, pool: Pool) -> None:
+    def __init__(self, work: ModelWork) -> None:
+        self.work = work
         done = {run.row["method"]: run for run in work.finished}
+        self.baseline_done = done.get(BASELINE)
         self.scored = {index: done[name] for index, (name, _) in enumerate(work.cells)
                        if name in done and name != BASELINE}
         self.to_score = deque((index, name, given) for index, (name, given) in enumerate(work.cells)
                               if name != BASELINE and index not in self.scored)
-        self.idle = [worker_class.remote(work.bench, pool.plugins_dir, work.cells)
-                     for _ in range(max(1, min(pool.workers, len(self.to_score))))]
-        self.on_result, self.on_start = work.on_result, work.on_start
-        self.shell = self.idle[0].shell.remote()  # every model's actors start loading before any is waited for
-        self.baseline_done = done.get(BASELINE)
+        self.actors: list[Any] = []
+        self.idle: list[Any] = []  # actors free for a cell: none until the first actor's baseline is back
+        self.begun = False
+
+    def start(self, worker_class: Any, pool: Pool, room: int) -> int:
+        """Start up to `pool.workers` actors (no more than `room` and than the cells need) and ask the first for the
+        comparison's header and the baseline; how many started."""
+        count = max(1, min(pool.workers, len(self.to_score), room))
+        self.actors = [worker_class.remote(self.work.bench, pool.plugins_dir, self.work.cells) for _ in range(count)]
+        self.pending_shell = self.actors[0].shell.remote()
+        return count
 
     def begin(self, shell: tuple[str, Comparison | None, MethodRun | None]) -> None:
         """Take the comparison's header and the baseline's row from the first actor; a problem it found with the
-        model or a method is a DebiasKitError, before any cell runs."""
+        model or a method is a DebiasKitError, before any of this model's cells runs."""
         problem, comparison, baseline = shell
         if problem or comparison is None or baseline is None:
             raise DebiasKitError(problem)
-        if self.on_start is not None:
-            self.on_start(comparison)
+        if self.work.on_start is not None:
+            self.work.on_start(comparison)
         self.comparison, self.baseline = comparison, self.baseline_done or baseline
+        self.begun, self.idle = True, list(self.actors)
         self.add(None, self.baseline)
 
     def add(self, index: int | None, run: MethodRun) -> None:
@@ -215,5 +249,12 @@ class _ModelCells:
         if index is not None:
             self.scored[index] = run
         self.comparison.runs[:] = [self.baseline, *(self.scored[kept] for kept in sorted(self.scored))]
-        if self.on_result is not None:
-            self.on_result(self.comparison, run)
+        if self.work.on_result is not None:
+            self.work.on_result(self.comparison, run)
+
+    def stop(self, ray: Any) -> int:
+        """End this model's actors (its cells are done), so another model's can start; how many there were."""
+        for actor in self.actors:
+            ray.kill(actor)
+        count, self.actors, self.idle = len(self.actors), [], []
+        return count

@@ -33,7 +33,7 @@ from debiaskit.run_dir import (
     RESULT_FILES,
     SUMMARY_FILE,
     frame_digests,
-    holds_run,
+    per_model_runs,
     read_frame,
     read_json_object,
     row_digest,
@@ -81,8 +81,7 @@ def resume_command(directory: Path, plugins_dir: Path | str | None) -> str:
 
 def read_previous_run(directory: Path, command: click.Command) -> PreviousRun:
     """The run in `directory`, or a DebiasKitError saying why it cannot be resumed."""
-    per_model = [] if holds_run(directory) else sorted(folder.name for folder in directory.iterdir()
-                                                         if folder.is_dir() and holds_run(folder))
+    per_model = per_model_runs(directory)
     if per_model:
         raise DebiasKitError(f"{directory} holds one run per model ({', '.join(per_model)}); resume each in its own "
                              f"folder, e.g. --resume {directory / per_model[0]}")

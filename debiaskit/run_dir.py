@@ -119,6 +119,14 @@ def holds_run(directory: Path) -> bool:
     return any((directory / name).is_file() for name in (MANIFEST_FILE, SUMMARY_FILE))
 
 
+def per_model_runs(directory: Path) -> list[str]:
+    """The folders in `directory` that hold a run, by name, when `directory` holds a run of several models (one
+    folder per model) rather than a run of its own; [] otherwise."""
+    if not directory.is_dir() or holds_run(directory):
+        return []
+    return sorted(folder.name for folder in directory.iterdir() if folder.is_dir() and holds_run(folder))
+
+
 def clear_run(directory: Path) -> None:
     """Remove a previous compare run and what its report drew from it (`--force`); anything else stays."""
     for name in COMPARE_FILES:

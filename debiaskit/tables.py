@@ -78,7 +78,7 @@ def headline_table(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> st
     details = []
     for row in rows:
         own = {k: v for k, v in row.items() if k not in HOST_COLUMNS and _cell(v)}
-        name = " ".join(filter(None, (row.get("model"), row["method"])))
+        name = row_label(row)
         if row.get("status") != "ok":
             details.append(f"  {name}: failed: {row.get('error')}")
         elif own:
@@ -88,6 +88,11 @@ def headline_table(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> st
     footer = ["method details:", *details] if details else []
     footer.append("(per-job verdicts and every column: --format csv or json, or --out DIR)")
     return title + "\n" + _plain(columns, cells) + "\n".join(footer) + "\n"
+
+
+def row_label(row: dict[str, Any]) -> str:
+    """A row's method, after its model in a run of several models."""
+    return " ".join(filter(None, (row.get("model"), row["method"])))
 
 
 def _interval(low: Any, high: Any) -> str:

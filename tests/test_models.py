@@ -43,17 +43,24 @@ def test_two_models_in_one_run(two_tiny_llama_dirs, tmp_path):
 
 
 def test_each_models_folder_resumes_on_its_own(two_tiny_llama_dirs, tmp_path):
-    both = compare(tmp_path, two_tiny_llama_dirs, tmp_path / "run")
+    run = tmp_path / "run"
+    both = compare(tmp_path, two_tiny_llama_dirs, run)
     assert both.exit_code == 0, both.output
-    manifest = json.loads((tmp_path / "run" / "tiny-a" / "manifest.json").read_text())
-    assert manifest["command"].count("--model") == 1 and str(tmp_path / "run" / "tiny-a") in manifest["command"]
-    top = CliRunner().invoke(cli, ["compare", "--resume", str(tmp_path / "run")])
+    manifest = json.loads((run / "tiny-a" / "manifest.json").read_text())
+    assert manifest["command"].count("--model") == 1 and str(run / "tiny-a") in manifest["command"]
+    complete = json.loads((run / "tiny-a" / "summary.json").read_text())
+    cut = {**complete, "methods": complete["methods"][:1]}  # as if stopped after tiny-a's baseline
+    (run / "tiny-a" / "summary.json").write_text(json.dumps(cut))
+    untouched = (run / "tiny-b" / "summary.json").read_text()
+    top = CliRunner().invoke(cli, ["compare", "--resume", str(run)])
     assert top.exit_code == 2 and "one run per model (tiny-a, tiny-b)" in top.output, top.output
-    resumed = CliRunner().invoke(cli, ["compare", "--resume", str(tmp_path / "run" / "tiny-a"), "--format", "json"])
+    resumed = CliRunner().invoke(cli, ["compare", "--resume", str(run / "tiny-a"), "--format", "json"])
     assert resumed.exit_code == 0, resumed.output
-    assert [row["method"] for row in json.loads(resumed.stdout)["methods"]] == ["none", "logit-rebalance"]
-    again = compare(tmp_path, two_tiny_llama_dirs, tmp_path / "run")
-    assert again.exit_code == 2 and "already holds a run" in again.output and "--resume" in again.output
+    assert without_timings(json.loads(resumed.stdout)["methods"]) == without_timings(complete["methods"])
+    assert (run / "tiny-b" / "summary.json").read_text() == untouched
+    for again in (two_tiny_llama_dirs, two_tiny_llama_dirs[:1]):  # the same models, or one model over their folders
+        refused = compare(tmp_path, again, run)
+        assert refused.exit_code == 2 and "already holds a run" in refused.output, refused.output
 
 
 def test_two_models_with_the_same_folder_name_are_refused(two_tiny_llama_dirs, tmp_path):

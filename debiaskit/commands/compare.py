@@ -31,12 +31,12 @@ from debiaskit.errors import DebiasKitError
 from debiaskit.evaluator import DEFAULT_BATCH_SIZE
 from debiaskit.model import load_model
 from debiaskit.professions import professions_from_option
-from debiaskit.ray_executor import Bench, Cells, run_on_ray
+from debiaskit.ray_executor import Bench, ModelWork, run_on_ray
 from debiaskit.report import write_models_report, write_report
 from debiaskit.resume import PreviousRun, check_resumable, data_fingerprint, resume_command, resume_option_callback
-from debiaskit.run_dir import SUMMARY_FILE, check_writable, clear_run, holds_run, write_run
+from debiaskit.run_dir import SUMMARY_FILE, check_writable, clear_run, holds_run, per_model_runs, write_run
 from debiaskit.sweep import parse_seeds
-from debiaskit.tables import FORMATS, headline_table, render
+from debiaskit.tables import FORMATS, headline_table, render, row_label
 
 
 @click.command("compare")
@@ -79,6 +79,7 @@ def compare_command(context: click.Context, methods: tuple[str, ...], models: tu
                     gpus_per_worker: float) -> None:
     """Score methods side by side on the same prompts and print one row per method (baseline first); with several
     --model, one row per model and method."""
+    models = tuple(dict.fromkeys(models))  # a model given twice is scored once
     try:
         _compare(context, methods, models, device, dtype, dataset, template_family, assignments, fmt, out, seed,
                  folds, in_sample, batch_size, bootstrap, seeds, heldout_templates, professions, benchmark_names,
@@ -108,9 +109,9 @@ class ModelRun:
                        "table is printed at the end, and nothing more is saved", err=True)
 
 
-def started(run: ModelRun, previous: PreviousRun | None, context: click.Context, device: str) -> None:
-    """The model of `run` is loaded on `device`: record it, and when resuming, refuse a run that would not compute
-    what the previous one did (the device, the data on disk)."""
+def record_device(run: ModelRun, device: str, previous: PreviousRun | None, context: click.Context) -> None:
+    """The model of `run` is loaded on `device`: record it in the manifest, and when resuming, refuse a run that would
+    not compute what the previous one did (the device, the data on disk)."""
     run.manifest["device"] = device
     if previous is not None:
         check_resumable(previous, context.params, context.find_root().params.get("plugins_dir"), context.command,
@@ -143,7 +144,6 @@ def _compare(context: click.Context, methods: tuple[str, ...], models: tuple[str
             raise DebiasKitError("--resume finishes the run in its folder and --force replaces it; pass one of them")
         if previous is not None:
             check_resumable(previous, context.params, plugins_dir, context.command)
-        models = tuple(dict.fromkeys(models))
         plan = plan_methods(host, methods, assignments)
         occupations, family = load_data(host, dataset, template_family)
         extra_seeds = parse_seeds(seeds or "")
@@ -168,16 +168,16 @@ def _compare(context: click.Context, methods: tuple[str, ...], models: tuple[str
             }
             if executor == "local":
                 loaded = load_model(run.model, device=device, dtype=dtype)
-                started(run, previous, context, str(loaded.device))
+                record_device(run, str(loaded.device), previous, context)
                 check_methods(loaded, plan)
     settings = {"seed": seed, "n_folds": folds, "in_sample": in_sample, "batch_size": batch_size,
                 "bootstrap": bootstrap, "seeds": extra_seeds, "heldout_templates": heldout_templates}
     finished = previous.finished if previous is not None else ()
     with usage_errors():
         if executor == "ray":  # each model's first actor checks it and says which device it is on
-            work = [Cells(Bench(run.model, device, dtype, occupations, family, settings, profession_list, benchmarks),
-                          [(name, given) for name, _, given in plan], run.save, finished,
-                          lambda header, run=run: started(run, previous, context, header.device))
+            work = [ModelWork(Bench(run.model, device, dtype, occupations, family, settings, profession_list,
+                                    benchmarks), [(name, given) for name, _, given in plan], run.save, finished,
+                              lambda header, run=run: record_device(run, header.device, previous, context))
                     for run in runs]
             comparisons = run_on_ray(work, ray_pool(context, address, workers, gpus_per_worker))
         else:
@@ -195,7 +195,7 @@ def _compare(context: click.Context, methods: tuple[str, ...], models: tuple[str
         click.echo(headline_table(header, rows), nl=False)
     else:
         click.echo(render(header, rows, fmt), nl=False)
-    failed = [" ".join(filter(None, (row.get("model"), row["method"]))) for row in rows if row.get("status") != "ok"]
+    failed = [row_label(row) for row in rows if row.get("status") != "ok"]
     if failed:
         click.echo(f"debiaskit: {len(failed)} method(s) failed: {', '.join(failed)}", err=True)
     unsaved: list[Exception] = [error for run in runs for error in run.unsaved]
@@ -220,8 +220,9 @@ def _claim(context: click.Context, out: Path, folders: list[Path | None], replac
     lock_out_dir(context, out)
     if resuming:
         return
-    several = [out] if len(folders) > 1 else []  # a one-model run there would sit beside the models' folders
-    held = [folder for folder in [*several, *folders] if folder is not None and holds_run(folder)]
+    # a run of several models and a one-model run in the same folder would each take the other's report
+    beside = [out] if len(folders) > 1 else [out / name for name in per_model_runs(out)]
+    held = list(dict.fromkeys(folder for folder in [*beside, *folders] if folder is not None and holds_run(folder)))
     if held and not replace:
         plugins_dir = context.find_root().params.get("plugins_dir")
         finish = " and ".join(f"`{resume_command(folder, plugins_dir)}`" for folder in held)
@@ -237,15 +238,17 @@ def _claim(context: click.Context, out: Path, folders: list[Path | None], replac
 def _report_interrupt(context: click.Context, out: Path | None, models: tuple[str, ...]) -> None:
     """Ctrl-C: say where the finished methods are and how to finish the rest, and exit 130 (128 + SIGINT)."""
     try:
-        folders = [folder for folder in model_folders(out, tuple(dict.fromkeys(models))) if folder is not None]
+        folders = [folder for folder in model_folders(out, models) if folder is not None]
     except DebiasKitError:  # interrupted before the models' folders were checked: none was written
         folders = []
-    saved = [folder for folder in folders if (folder / SUMMARY_FILE).is_file()]
+    plugins_dir = context.find_root().params.get("plugins_dir")
+    saved = {folder for folder in folders if (folder / SUMMARY_FILE).is_file()}
     if saved:
-        plugins_dir = context.find_root().params.get("plugins_dir")
-        commands = "\n".join(f"  {resume_command(folder, plugins_dir)}" for folder in saved)
+        commands = [resume_command(folder, plugins_dir) if folder in saved
+                    else rerun_command(context, replaced={"models": (model,), "out": folder})
+                    for model, folder in zip(models, folders)]
         click.echo(f"debiaskit: interrupted; the methods that finished are saved in {out}. Finish the rest with:\n"
-                   f"{commands}", err=True)
+                   + "\n".join(f"  {command}" for command in commands), err=True)
     elif out is not None:
         click.echo(f"debiaskit: interrupted before any method finished; nothing is saved in {out}. Run the same "
                    "command again to start over", err=True)

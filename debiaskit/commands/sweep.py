@@ -32,7 +32,7 @@ from debiaskit.evaluator import DEFAULT_BATCH_SIZE
 from debiaskit.model import LoadedModel, load_model
 from debiaskit.plugin_host import PluginHost
 from debiaskit.professions import Profession, professions_from_option
-from debiaskit.ray_executor import Bench, Cells, Pool, ray_session, run_on_ray
+from debiaskit.ray_executor import Bench, ModelWork, Pool, ray_session, run_on_ray
 from debiaskit.report import write_report
 from debiaskit.run_dir import SWEEP_FILE, write_json
 from debiaskit.sweep import (
@@ -176,9 +176,8 @@ def _print_tables(comparison: Comparison, points: list[dict[str, Any]], budgets:
 
 def _sweep_on_ray(bench: Bench, plan: SweepPlan, pool: Pool) -> tuple[list[dict[str, Any]], Comparison]:
     """Each setting a cell on the Ray pool: the sweep's points and the comparison they came from."""
-    check_plan(plan)
     cells = sweep_cells(plan)
-    [comparison] = run_on_ray([Cells(bench, [(BASELINE, {}), *((name, options) for name, _, options, _ in cells)])],
+    [comparison] = run_on_ray([ModelWork(bench, [(BASELINE, {}), *((name, options) for name, _, options, _ in cells)])],
                               pool)
     return [sweep_point(cell, run.row) for cell, run in zip(cells, comparison.runs[1:])], comparison
 
@@ -232,7 +231,7 @@ def _score_chosen_on_ray(bench: Bench, plan: SweepPlan, points: Sequence[dict[st
     choices = _choices(plan, points, budget, keep)
     chosen = [(name, options, best) for name, _, options, best in choices if "knob" in best]
     cells = [(BASELINE, {}), *((name, options) for name, options, _ in chosen)]
-    runs = iter(run_on_ray([Cells(bench, cells)], pool)[0].runs[1:] if chosen else ())
+    runs = iter(run_on_ray([ModelWork(bench, cells)], pool)[0].runs[1:] if chosen else ())
     return [_chosen_row(best, next(runs).row) if "knob" in best else best for _, _, _, best in choices]
 
 
