@@ -1,12 +1,13 @@
 """`--executor ray`: the rows of `compare` and `sweep` (cells: a method, or a sweep's setting) scored on a Ray actor
 pool instead of one after another.
 
-An actor holds one model replica: it loads the model once, builds the `Comparer` (the prompts, the neutral and
-gendered texts and their baseline log-probabilities, the controls) and scores the baseline, which every row on it is
-measured against. Each model of a run has actors of its own; a cell goes to whichever actor of its model is free,
-and each finished row comes back at once (`on_result`, which writes the run directory, so `--resume` finishes a Ray
-compare as it does a local one). A row is computed by the same `Comparer.run` as locally, so it equals the local row
-up to the float rounding of a different thread count.
+An actor holds one model replica: it loads the model once, checks every cell's method against it, builds the
+`Comparer` (the prompts, the neutral and gendered texts and their baseline log-probabilities, the controls) and
+scores the baseline, which every row on it is measured against; the driver loads no model. Each model of a run has
+actors of its own, no more at once than the cluster has CPUs (and GPUs) for, so a model may wait for room; a cell
+goes to whichever actor of its model is free, and each finished row comes back at once (`on_result`, which writes
+the run directory, so `--resume` finishes a Ray compare as it does a local one). A row is computed by the same
+`Comparer.run` as locally, so it equals the local row up to the float rounding of a different thread count.
 
 An actor whose process dies mid-cell is restarted by Ray and the cell is retried once (`max_task_retries`); a cell
 that kills its worker twice becomes a failed row, as a cell that raises does. Plugins from `--plugins-dir` reach the
