@@ -4,10 +4,9 @@ its own) and a report with a panel per model; each model's rows equal that model
 import json
 
 from click.testing import CliRunner
+from test_resume import JOBS
 
 from debiaskit.cli import cli
-
-JOBS = "occupation,group,pct_women\nnurse,female,91.3\nsecretary,female,93\nplumber,male,2.3\nmechanic,male,1.8\n"
 
 
 def compare(tmp_path, models, out, *args):

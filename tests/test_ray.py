@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_sweep import DEV_JOBS, TEST_JOBS
 
 from debiaskit.cli import cli
 
@@ -96,6 +97,15 @@ def numbers(row):
             and k != "seconds"}
 
 
+def assert_same_numbers(here, there, at_least=1):
+    """Two rows have the same numeric columns (at least `at_least`), each equal to 1e-6 (NaN equal to NaN)."""
+    a, b = numbers(here), numbers(there)
+    assert a.keys() == b.keys() and len(a) >= at_least
+    for column in a:
+        assert (math.isnan(a[column]) and math.isnan(b[column])) or b[column] == pytest.approx(
+            a[column], rel=1e-6, abs=1e-6), (here.get("model"), here["method"], here.get("value"), column)
+
+
 def test_ray_table_equals_the_local_table(runs):
     local, on_ray, _ = runs
     assert [r["method"] for r in on_ray["methods"]] == [r["method"] for r in local["methods"]]
@@ -105,11 +115,7 @@ def test_ray_table_equals_the_local_table(runs):
                 "failed", "RuntimeError: apply exploded"), there
             continue
         assert there["status"] == "ok", there["error"]
-        a, b = numbers(here), numbers(there)
-        assert a.keys() == b.keys() and len(a) > 20
-        for column in a:
-            assert (math.isnan(a[column]) and math.isnan(b[column])) or b[column] == pytest.approx(
-                a[column], rel=1e-6, abs=1e-6), (here["method"], column)
+        assert_same_numbers(here, there, at_least=21)
 
 
 def test_a_killed_worker_costs_one_retry_and_the_run_dir_is_resumable(runs):
@@ -122,8 +128,8 @@ def test_a_killed_worker_costs_one_retry_and_the_run_dir_is_resumable(runs):
 
 def sweep(model, out, *args):
     dev, test = out.parent / "dev.csv", out.parent / "test.csv"
-    dev.write_text("occupation,group,pct_women\nnanny,female,95\ndancer,female,80\nboxer,male,10\nbutcher,male,20\n")
-    test.write_text("occupation,group,pct_women\nnurse,female,90\nmaid,female,88\npilot,male,5\nplumber,male,2\n")
+    dev.write_text(DEV_JOBS)
+    test.write_text(TEST_JOBS)
     knobs = ["-m", "logit-rebalance", "--knob", "logit-rebalance.strength=0,0.5,1", "--knob",
              "logit-rebalance.counter_balance=false,true", "-m", "leace", "-o", "leace.layers=1", "--knob",
              "leace.blend=0.5,1"]  # 3 x 2 + 2 = 8 settings
@@ -145,11 +151,7 @@ def test_a_sweep_on_ray_equals_the_local_sweep(tiny_llama_dir, tmp_path):
             (r["method"], r.get("value")) for r in local[part]]
         for here, there in zip(local[part], on_ray[part]):
             assert there.get("status", "ok") == "ok", there.get("error")
-            a, b = numbers(here), numbers(there)
-            assert a.keys() == b.keys() and a
-            for column in a:
-                assert (math.isnan(a[column]) and math.isnan(b[column])) or b[column] == pytest.approx(
-                    a[column], rel=1e-6, abs=1e-6), (part, here["method"], here.get("value"), column)
+            assert_same_numbers(here, there)
 
 
 def test_two_models_on_ray_equal_the_local_run(two_tiny_llama_dirs, tmp_path):
@@ -170,9 +172,8 @@ def test_two_models_on_ray_equal_the_local_run(two_tiny_llama_dirs, tmp_path):
     assert local.exit_code == 0 and on_ray.exit_code == 0, on_ray.output
     here, there = json.loads(local.stdout)["methods"], json.loads(on_ray.stdout)["methods"]
     assert [(r["model"], r["method"]) for r in there] == [(r["model"], r["method"]) for r in here] and len(here) == 6
-    for a, b in zip(map(numbers, here), map(numbers, there)):
-        assert a.keys() == b.keys() and all(
-            (math.isnan(a[c]) and math.isnan(b[c])) or b[c] == pytest.approx(a[c], rel=1e-6, abs=1e-6) for c in a)
+    for row, ray_row in zip(here, there):
+        assert_same_numbers(row, ray_row)
     assert (tmp_path / "ray" / "tiny-b" / "summary.json").is_file() and (tmp_path / "ray" / "report.html").is_file()
 
 

@@ -25,6 +25,11 @@ def point(kl, gap, value, retained=1.0, status="ok"):
 POINTS = [point(0.01, 0.3, 1), point(0.03, -0.1, 2, retained=0.5), point(0.02, 0.35, 3), point(0.05, 0.12, 4)]
 
 
+# the jobs a setting is chosen on, and the disjoint jobs it is scored on
+DEV_JOBS = "occupation,group,pct_women\nnanny,female,95\ndancer,female,80\nboxer,male,10\nbutcher,male,20\n"
+TEST_JOBS = "occupation,group,pct_women\nnurse,female,90\nmaid,female,88\npilot,male,5\nplumber,male,2\n"
+
+
 def test_pareto_frontier_keeps_undominated_points_by_abs_gap():
     kl, gap = pareto_frontier([0.0] + [p["kl"] for p in POINTS], [0.4] + [p["stereotype_gap"] for p in POINTS])
     np.testing.assert_allclose(kl, [0.0, 0.01, 0.03])
@@ -100,8 +105,8 @@ def test_sweep_chooses_on_dev_jobs_and_scores_the_choice_on_the_reported_ones(ti
     from debiaskit.cli import cli
 
     dev, test = tmp_path / "dev.csv", tmp_path / "test.csv"
-    dev.write_text("occupation,group,pct_women\nnanny,female,95\ndancer,female,80\nboxer,male,10\nbutcher,male,20\n")
-    test.write_text("occupation,group,pct_women\nnurse,female,90\nmaid,female,88\npilot,male,5\nplumber,male,2\n")
+    dev.write_text(DEV_JOBS)
+    test.write_text(TEST_JOBS)
     common = ["--model", str(tiny_llama_dir), "--device", "cpu", "--heldout-templates", "15", "--professions", "none",
               "-m", "logit-rebalance", "--knob", "strength=0,1", "--knob", "counter_balance=false,true",
               "--dev", f"csv:{dev}", "--dataset", f"csv:{test}"]
