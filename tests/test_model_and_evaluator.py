@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from debiaskit import DebiasKitError, hooked, load_model
-from debiaskit.evaluator import NeutralText, next_token_logits, score_prompts
+from debiaskit.allocator import keep_freed_memory
+from debiaskit.evaluator import NeutralText, next_token_logits, score_prompts, sequence_log_probs
 from debiaskit.plugin_host import load_plugins
 from debiaskit.targets import target_tokens
 
@@ -123,3 +124,21 @@ def test_unknown_model_and_device_errors():
         load_model("no-such-model", device="cpu")
     with pytest.raises(DebiasKitError, match="accepted: auto, cpu, cuda$"):
         load_model("smollm2", device="tpu")
+
+
+def test_sequence_log_probs_come_back_in_input_order_whatever_the_batching(tiny_lm):
+    texts = ["The nurse said that she would be late for the meeting", "Hi", "The crane operator went home"]
+    sequences = [tiny_lm.encode(text) for text in texts]
+    batched = sequence_log_probs(tiny_lm, sequences, None, batch_size=2)  # sorted by length: not the input order
+    for sequence, found in zip(sequences, batched):
+        alone = sequence_log_probs(tiny_lm, [sequence], None, batch_size=1)[0]
+        assert found.shape == (len(sequence) - 1, tiny_lm.model.cfg.d_vocab)
+        assert torch.allclose(found, alone, atol=1e-5)
+
+
+def test_freed_memory_is_kept_for_reuse_where_the_c_library_is_glibc():
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt's thresholds are glibc's")
+    assert keep_freed_memory()
