@@ -3,7 +3,8 @@
 TransformerLens 3.9 turns each weight into the layout `F.linear` takes on every forward call: `W_gate.T.contiguous()`,
 `W_in.T.contiguous()`, `W_out.T.contiguous()` in the gated MLP, `W_U.T.contiguous()` in the unembedding, and
 `rearrange(W_Q, "h m d -> (h d) m")` (likewise K, V and `W_O`), which copies. For SmolLM2-135M that is every weight,
-about 540 MB, copied once per batch: 30% of a batch of 64 short prompts on a 2-core CPU.
+about 540 MB, copied once per batch: 18% of a batch of 64 short prompts and 30% of a batch of 16 gendered passages
+on a 2-core CPU (benchmarks/README.md).
 
 `lay_out_for_forward` keeps each such parameter's shape and values and changes only its strides, so that exactly
 that expression is already contiguous and `.contiguous()` (or the reshape) returns a view. `F.linear` then receives
@@ -11,7 +12,6 @@ the same values in the same layout as before: the logits are bit-identical (test
 reader of the parameters (hooks, methods that edit weights in place, `weight_fingerprint`) sees the same tensor.
 A method that replaces a parameter outright gets the ordinary layout back, which is correct, only slower.
 """
-
 
 from __future__ import annotations
 
