@@ -18,10 +18,15 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (mal
 KEEP_BELOW_BYTES = 1 << 30
 
 
+def is_glibc() -> bool:
+    """Whether this process runs on Linux with glibc, whose mallopt thresholds `keep_freed_memory` sets."""
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
 def keep_freed_memory() -> bool:
     """Where the C library is glibc, keep freed blocks under 1 GiB for reuse; process-wide, and nothing elsewhere.
     True when it was set."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not is_glibc():
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

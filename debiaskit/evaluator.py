@@ -42,15 +42,20 @@ def build_prompts(jobs: Sequence[Occupation], family: TemplateFamily,
     )
 
 
+def length_sorted_batches(sequences: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """The indices of `sequences` sorted by length and cut into batches of `batch_size`, so each batch pads
+    little; callers put each batch's results back at these indices, keeping input order."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 def next_token_logits(lm: LoadedModel, sequences: Sequence[Sequence[int]], transform: LogitsTransform | None,
                       batch_size: int = DEFAULT_BATCH_SIZE, label: str = "scoring") -> torch.Tensor:
     """Last-position logits [n, vocab] (float32, on the CPU) for each token sequence, in input order."""
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     results: list[torch.Tensor | None] = [None] * len(sequences)
-    starts = range(0, len(order), batch_size)
+    batches = length_sorted_batches(sequences, batch_size)
     with torch.no_grad():
-        for start in tqdm(starts, desc=label, file=sys.stderr, leave=False, disable=len(starts) < 2):
-            rows = order[start:start + batch_size]
+        for rows in tqdm(batches, desc=label, file=sys.stderr, leave=False, disable=len(batches) < 2):
             batch = lm.make_batch([sequences[i] for i in rows])
             logits = lm.run(batch)
             if transform is not None:
@@ -75,11 +80,9 @@ def sequence_log_probs(lm: LoadedModel, sequences: Sequence[Sequence[int]], tran
                        batch_size: int) -> list[torch.Tensor]:
     """Per sequence, in input order: the log-probs [len - 1, vocab] (float32, CPU) of each prediction whose next
     token is in the sequence (padding left out), scored `batch_size` sequences at a time, sorted by length."""
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     results: list[torch.Tensor | None] = [None] * len(sequences)
     with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
+        for rows in length_sorted_batches(sequences, batch_size):
             batch = lm.make_batch([sequences[i] for i in rows], score_every_position=True)
             logits = lm.run(batch)
             if transform is not None:
@@ -184,13 +187,11 @@ def continuation_log_likelihoods(lm: LoadedModel, sequences: Sequence[Sequence[i
     longest = max((len(s) for s in sequences), default=0)
     if longest > lm.model.cfg.n_ctx:
         raise DebiasKitError(f"a sequence of {longest} tokens is longer than {lm.name} takes ({lm.model.cfg.n_ctx})")
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     log_likelihoods = np.zeros(len(sequences))
     greedy = np.ones(len(sequences), dtype=bool)
-    starts = range(0, len(order), batch_size)
+    batches = length_sorted_batches(sequences, batch_size)
     with torch.no_grad():
-        for start in tqdm(starts, desc=label, file=sys.stderr, leave=False, disable=len(starts) < 2):
-            rows = order[start:start + batch_size]
+        for rows in tqdm(batches, desc=label, file=sys.stderr, leave=False, disable=len(batches) < 2):
             batch = lm.make_batch([sequences[i] for i in rows], score_every_position=True)
             logits = lm.run(batch)
             if transform is not None:

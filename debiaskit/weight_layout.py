@@ -49,4 +49,3 @@ def lay_out_for_forward(model: torch.nn.Module) -> int:
                 parameter.data = parameter.data.permute(*order).contiguous().permute(*inverse)
                 changed += 1
     return changed
-

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from debiaskit import DebiasKitError, hooked, load_model
-from debiaskit.allocator import keep_freed_memory
-from debiaskit.evaluator import NeutralText, next_token_logits, score_prompts, sequence_log_probs
+from debiaskit.allocator import is_glibc, keep_freed_memory
+from debiaskit.evaluator import NeutralText, length_sorted_batches, next_token_logits, score_prompts, sequence_log_probs
 from debiaskit.plugin_host import load_plugins
 from debiaskit.targets import target_tokens
 
@@ -126,6 +126,12 @@ def test_unknown_model_and_device_errors():
         load_model("smollm2", device="tpu")
 
 
+def test_batches_group_sequences_of_similar_length_and_cover_each_index_once():
+    sequences = [[1, 2, 3], [1], [1, 2], [1, 2, 3, 4, 5], [1, 2, 3, 4]]
+    assert length_sorted_batches(sequences, 2) == [[1, 2], [0, 4], [3]]
+    assert length_sorted_batches([], 2) == []
+
+
 def test_sequence_log_probs_come_back_in_input_order_whatever_the_batching(tiny_lm):
     texts = ["The nurse said that she would be late for the meeting", "Hi", "The crane operator went home"]
     sequences = [tiny_lm.encode(text) for text in texts]
@@ -137,8 +143,6 @@ def test_sequence_log_probs_come_back_in_input_order_whatever_the_batching(tiny_
 
 
 def test_freed_memory_is_kept_for_reuse_where_the_c_library_is_glibc():
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not is_glibc():
         pytest.skip("mallopt's thresholds are glibc's")
     assert keep_freed_memory()
