@@ -18,7 +18,7 @@ import torch
 
 from debiaskit.data import Occupation, TemplateFamily, project_data_dir
 from debiaskit.errors import DebiasKitError
-from debiaskit.evaluator import NeutralText
+from debiaskit.evaluator import NeutralText, length_sorted_batches
 from debiaskit.method import ActivationHook, hooked
 from debiaskit.model import LoadedModel
 
@@ -91,24 +91,47 @@ def job_examples(lm: LoadedModel, jobs: Sequence[Occupation], family: TemplateFa
     ]
 
 
+RunKey = tuple[tuple[int, ...], bool]  # the tokens a read runs, and whether they stop before the example's end
+
+
+def run_key(example: LabelledText) -> RunKey:
+    """What `read_at_positions` runs for `example`: its tokens up to its last position, and whether that cuts it."""
+    end = max(example.positions) + 1
+    return example.tokens[:end], end < len(example.tokens)
+
+
 @torch.no_grad()
 def read_at_positions(lm: LoadedModel, examples: Sequence[LabelledText], hook_names: Sequence[str],
                       hooks: Sequence[ActivationHook] = (),
                       stop_at_layer: int | None = None) -> dict[str, torch.Tensor]:
     """Per hook point, the activations at every example's positions, in example order: [n_positions, d] float64 on
-    the CPU. `hooks` are installed first, so an intervention at or below a hook point is already applied there."""
+    the CPU. `hooks` are installed first, so an intervention at or below a hook point is already applied there.
+
+    In a causal model the activation at position t depends on the tokens up to t only, so each example runs up to its
+    last position (not its later tokens), examples that agree up to there run once (a job's 17 templates all begin
+    "The {job}": LSDM's keys at the job's last token come from one short sequence per job), and the sequences run
+    sorted by length. A sequence cut short has no scored position (`Batch.scored`): where the full one was scored,
+    at its last token, lies beyond the cut, so a hook that edits only scored positions edits nothing read here, as
+    in the full sequence."""
+    read = [example for example in examples if example.positions]
+    run_of_example = [run_key(example) for example in read]
+    wanted: dict[RunKey, set[int]] = {}  # per sequence run, the positions read there
+    for key, example in zip(run_of_example, read):
+        wanted.setdefault(key, set()).update(example.positions)
+    runs = list(wanted)
+    row_of: dict[tuple[RunKey, int], int] = {}  # (run, position) -> its row in the gathered activations
     gathered: dict[str, list[torch.Tensor]] = {name: [] for name in hook_names}
-    for start in range(0, len(examples), BATCH_SIZE):
-        chunk = examples[start:start + BATCH_SIZE]
-        batch = lm.make_batch([example.tokens for example in chunk])
+    for chosen in length_sorted_batches([tokens for tokens, _ in runs], BATCH_SIZE):
+        batch = lm.make_batch([runs[index][0] for index in chosen])
+        batch.scored[[row for row, index in enumerate(chosen) if runs[index][1]]] = False  # cut short: none scored
         width = batch.tokens.shape[1]
-        device = batch.tokens.device
-        rows = torch.tensor([row for row, example in enumerate(chunk) for _ in example.positions], dtype=torch.long,
-                            device=device)
-        columns = torch.tensor([width - len(example.tokens) + position for example in chunk
-                                for position in example.positions], dtype=torch.long, device=device)
-        if not len(rows):
-            continue
+        cells = [(row, runs[index], position) for row, index in enumerate(chosen)
+                 for position in sorted(wanted[runs[index]])]
+        for _, key, position in cells:
+            row_of[key, position] = len(row_of)
+        rows = torch.tensor([row for row, _, _ in cells], dtype=torch.long, device=batch.tokens.device)
+        columns = torch.tensor([width - len(key[0]) + position for _, key, position in cells], dtype=torch.long,
+                               device=batch.tokens.device)
         seen: dict[str, torch.Tensor] = {}
 
         def record(activation: torch.Tensor, hook: Any) -> None:  # activation [batch, pos, d]
@@ -118,7 +141,9 @@ def read_at_positions(lm: LoadedModel, examples: Sequence[LabelledText], hook_na
             lm.run(batch, stop_at_layer=stop_at_layer)
         for name in hook_names:
             gathered[name].append(seen[name])
-    return {name: torch.cat(parts) if parts else torch.empty(0, 0, dtype=torch.float64)
+    order = torch.tensor([row_of[key, position] for key, example in zip(run_of_example, read)
+                          for position in example.positions], dtype=torch.long)
+    return {name: torch.cat(parts)[order] if parts else torch.empty(0, 0, dtype=torch.float64)
             for name, parts in gathered.items()}
 
 
