@@ -89,8 +89,11 @@ class Method:
 
     def touches(self, lm: LoadedModel) -> Touches | None:
         """What the fitted method's `apply` changes: the hook points it hooks and the weights it edits (a logits
-        transform needs no mention). The host then reuses the baseline's residual stream below the lowest of them
-        and checks that no other hook point is hooked. None (the default): unknown, so the full forward runs."""
+        transform needs no mention). The host then reuses the baseline's residual stream below the lowest of them,
+        checks that no other hook point is hooked, and may run a prompt's beginning and its rest as two passes
+        (`debiaskit.shared_prefixes`), so a declared hook edits position by position, telling positions apart by
+        `LoadedModel.editable_mask`, `scored_mask` and `running_tokens`. None (the default): unknown, so the full
+        forward runs."""
         return None
 
     def details(self) -> dict[str, Any]:

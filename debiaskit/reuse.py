@@ -11,9 +11,9 @@ the neutral text's chunks) reuses them: the first method that starts at L comput
 kept, run on from L: the same operations as the full forward) and every later one reads them. A padding position,
 which no real position attends to, enters block L as zeros.
 
-With no logits transform, prompts are unembedded at the last position only, the one the evaluator reads. A fit that
-edits layers bottom-up reads its upper layers the same way, from residuals kept with its lower edits applied
-(`BottomUpReads`).
+With no logits transform, prompts are unembedded at the last position only, the one the evaluator reads, and the
+beginnings a batch's prompts share run once (`debiaskit.shared_prefixes`). A fit that edits layers bottom-up reads
+its upper layers the same way, from residuals kept with its lower edits applied (`BottomUpReads`).
 """
 
 from __future__ import annotations
@@ -84,11 +84,9 @@ class KeptResiduals:
     def read(self, block: int, keys: Sequence[tuple[int, ...]], width: int) -> torch.Tensor | None:
         """The left-padded residual [batch, width, d_model] of these sequences (zeros on padding), or None when
         any of them is not kept yet."""
-        kept = self._by_block.get(block, {})
-        rows = [kept.get(key) for key in keys]
-        if any(row is None for row in rows):
+        rows = self.kept_rows(block, keys)
+        if rows is None:
             return None
-        self.batches_read[block] += 1
         first = rows[0]
         residual = first.new_zeros((len(rows), width, first.shape[-1]))
         for index, row in enumerate(rows):
@@ -96,10 +94,22 @@ class KeptResiduals:
         return residual
 
     def keep(self, block: int, keys: Sequence[tuple[int, ...]], residual: torch.Tensor) -> None:
-        kept = self._by_block.setdefault(block, {})
-        width = residual.shape[1]
+        """Keep the rows of a left-padded residual [batch, width, d_model], row i for sequence keys[i]."""
         for index, key in enumerate(keys):
-            kept[key] = residual[index, width - len(key):].clone()
+            self.keep_rows(block, key, residual[index, residual.shape[1] - len(key):])
+
+    def keep_rows(self, block: int, key: tuple[int, ...], rows: torch.Tensor) -> None:
+        """Keep one sequence's residual [len, d_model] entering `block`."""
+        self._by_block.setdefault(block, {})[key] = rows.clone()
+
+    def kept_rows(self, block: int, keys: Sequence[tuple[int, ...]]) -> list[torch.Tensor] | None:
+        """Each sequence's kept residual [len, d_model] entering `block`, or None when any of them is not kept yet."""
+        kept = self._by_block.get(block, {})
+        rows = [kept.get(key) for key in keys]
+        if any(row is None for row in rows):
+            return None
+        self.batches_read[block] += 1
+        return rows  # type: ignore[return-value]
 
     @contextmanager
     def reused(self, lm: LoadedModel, block: int, last_position_only: bool) -> Iterator[None]:
@@ -149,6 +159,12 @@ def reusing_forward(lm: LoadedModel, batch: Batch, reuse: Reuse, stop_at_layer: 
     mask = batch.attention_mask
     stop = n_layers if stop_at_layer is None else stop_at_layer + (n_layers if stop_at_layer < 0 else 0)
     last_only = stop_at_layer is None and reuse.last_position_only and not bool(batch.scored[:, :-1].any())
+    if last_only:
+        from debiaskit.shared_prefixes import shared_prefix_logits
+
+        logits = shared_prefix_logits(lm, batch, reuse)
+        if logits is not None:
+            return logits
     if reuse.block == 0 or stop < reuse.block or stop == reuse.block < n_layers:  # it stops below what is kept
         if not last_only:
             return model(batch.tokens, attention_mask=mask, padding_side="left", stop_at_layer=stop_at_layer)
