@@ -27,7 +27,7 @@ DEFAULT_BATCH_SIZE = 64
 # Where only the last position is unembedded (a declared method's prompts, `debiaskit.reuse`), a batch holds logits
 # [batch, 1, vocab], not [batch, pos, vocab], so it takes this many times `batch_size` prompts: fewer forwards, each
 # reading the weights once, and more prompts sharing each beginning (`debiaskit.shared_prefixes`). The demo's
-# 8-method compare on a 2-core CPU: 229 s with 1, 202 s with 4, peak memory 4.49 and 4.72 GiB.
+# 8-method compare (benchmarks/compare_breakdown.py, 2-core CPU): 229 s with 1, 208 s with 4; peak 4.49, 4.66 GiB.
 LAST_POSITION_BATCHES = 4
 NEUTRAL_TEXT_FILE = "neutral_text.txt"
 NEUTRAL_CHUNK_TOKENS = 128

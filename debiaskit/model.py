@@ -50,6 +50,11 @@ class Batch:
     def last_positions(self) -> torch.Tensor:
         return torch.full((self.tokens.shape[0],), self.tokens.shape[1] - 1, device=self.tokens.device)
 
+    def sequences(self) -> list[tuple[int, ...]]:
+        """Each row's token ids without its padding."""
+        tokens, real = self.tokens.cpu(), self.attention_mask.bool().cpu()
+        return [tuple(row[mask].tolist()) for row, mask in zip(tokens, real)]
+
 
 @dataclass
 class LoadedModel:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from debiaskit.errors import DebiasKitError
+from debiaskit.shared_prefixes import shared_prefix_logits
 
 if TYPE_CHECKING:
     from debiaskit.model import Batch, LoadedModel
@@ -145,12 +146,6 @@ class Reuse:
     last_position_only: bool
 
 
-def sequence_keys(batch: Batch) -> list[tuple[int, ...]]:
-    """Each row's token ids without its padding."""
-    tokens, real = batch.tokens.cpu(), batch.attention_mask.bool().cpu()
-    return [tuple(row[mask].tolist()) for row, mask in zip(tokens, real)]
-
-
 def reusing_forward(lm: LoadedModel, batch: Batch, reuse: Reuse, stop_at_layer: int | None = None) -> torch.Tensor:
     """Logits [batch, pos, vocab] (or [batch, 1, vocab] at the last position) of `batch`, or with `stop_at_layer` the
     residual stream entering that block, as TransformerLens returns them, starting at `reuse.block` from the kept
@@ -160,8 +155,6 @@ def reusing_forward(lm: LoadedModel, batch: Batch, reuse: Reuse, stop_at_layer: 
     stop = n_layers if stop_at_layer is None else stop_at_layer + (n_layers if stop_at_layer < 0 else 0)
     last_only = stop_at_layer is None and reuse.last_position_only and not bool(batch.scored[:, :-1].any())
     if last_only:
-        from debiaskit.shared_prefixes import shared_prefix_logits
-
         logits = shared_prefix_logits(lm, batch, reuse)
         if logits is not None:
             return logits
@@ -170,7 +163,7 @@ def reusing_forward(lm: LoadedModel, batch: Batch, reuse: Reuse, stop_at_layer: 
             return model(batch.tokens, attention_mask=mask, padding_side="left", stop_at_layer=stop_at_layer)
         residual = model(batch.tokens, attention_mask=mask, padding_side="left", stop_at_layer=n_layers)
     else:
-        keys = sequence_keys(batch)
+        keys = batch.sequences()
         start = reuse.residuals.read(reuse.block, keys, batch.tokens.shape[1])
         if start is None:
             start = model(batch.tokens, attention_mask=mask, padding_side="left", stop_at_layer=reuse.block)

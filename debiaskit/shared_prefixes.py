@@ -49,9 +49,7 @@ def prefix_lengths(rows: Sequence[tuple[int, ...]]) -> list[int] | None:
 def shared_prefix_logits(lm: LoadedModel, batch: Batch, reuse: Reuse) -> torch.Tensor | None:
     """Last-position logits [batch, 1, vocab] of `batch` run as prefixes and suffixes (module docstring), starting at
     `reuse.block` from kept residuals where they are kept; None when no row can be split."""
-    from debiaskit.reuse import sequence_keys
-
-    rows = sequence_keys(batch)
+    rows = batch.sequences()
     lengths = prefix_lengths(rows)
     if lengths is None:
         return None
