@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import pytest
 import torch
@@ -71,3 +72,30 @@ def two_tiny_llama_dirs(tmp_path_factory):
     """Two random 2-layer Llamas of different seeds, in folders named tiny-a and tiny-b."""
     base = tmp_path_factory.mktemp("two-models")
     return save_tiny_llama(base / "tiny-a", seed=1), save_tiny_llama(base / "tiny-b", seed=2)
+
+
+def numbers(row):
+    return {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and k != "seconds"}
+
+
+def assert_same_numbers(here, there, at_least=1, rel=1e-6):
+    """Two rows have the same numeric columns (at least `at_least`), each equal to `rel` relative or 1e-6 absolute
+    (NaN equal to NaN)."""
+    a, b = numbers(here), numbers(there)
+    assert a.keys() == b.keys() and len(a) >= at_least
+    for column in a:
+        assert (math.isnan(a[column]) and math.isnan(b[column])) or b[column] == pytest.approx(
+            a[column], rel=rel, abs=1e-6), (here.get("model"), here["method"], here.get("value"), column)
+
+
+def assert_same_rows(first, again, rel=1e-4):
+    """Two runs' table rows (summary.json's "methods") are the same rows: the same methods in order, the same text
+    columns, the same numbers to float rounding (`rel` relative, 1e-6 absolute: a row's forward may start from
+    residuals another method kept, and ratios of small differences, such as the change of a tiny model's gap of
+    0.001, carry that rounding further than the probabilities do)."""
+    assert [row["method"] for row in again] == [row["method"] for row in first]
+    for row_first, row_again in zip(first, again):
+        assert {k: v for k, v in row_again.items() if k not in numbers(row_again)} == {
+            k: v for k, v in row_first.items() if k not in numbers(row_first)}
+        assert_same_numbers(row_first, row_again, rel=rel)

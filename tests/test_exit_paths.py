@@ -4,11 +4,14 @@ clear message and the right exit code, and never with a stale or invented number
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
 from debiaskit.cli import cli
 from debiaskit.run_dir import MANIFEST_FILE, PROMPTS_FILE, SUMMARY_FILE, run_lock
+from tests.conftest import assert_same_rows
 
 JOBS = "occupation,group,pct_women\nnurse,female,91.3\nsecretary,female,93\nplumber,male,2.3\nmechanic,male,1.8\n"
 
@@ -83,7 +86,12 @@ def test_resume_reruns_a_method_whose_results_were_edited(finished, tmp_path):
     assert resumed.exit_code == 0, resumed.output
     assert "logit-rebalance runs again" in resumed.output and "prompts.csv" in resumed.output
     assert "none runs again" not in resumed.output
-    assert rows(out) == rows(finished)  # the edit is gone: the method was scored again
+    # the edit (a probability raised by 0.9) is gone: the method was scored again, the same to float rounding (its
+    # forward starts from residuals the baseline kept in one run, from its own in the other)
+    scored = pd.read_csv(out / PROMPTS_FILE)
+    assert np.allclose(scored[["p_male", "p_female"]], pd.read_csv(finished / PROMPTS_FILE)[["p_male", "p_female"]],
+                       rtol=0, atol=1e-6)
+    assert_same_rows(rows(finished), rows(out))
 
 
 def test_a_folder_that_stops_being_writable_still_prints_the_table_and_exits_1(tiny_llama_dir, jobs, tmp_path,

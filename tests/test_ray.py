@@ -4,7 +4,6 @@ sweep starts its own Ray of 2 CPUs."""
 
 import contextlib
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from click.testing import CliRunner
 from test_sweep import DEV_JOBS, TEST_JOBS
 
 from debiaskit.cli import cli
+from tests.conftest import assert_same_numbers
 
 pytest.importorskip("ray")
 
@@ -90,20 +90,6 @@ def two_node_cluster():
     finally:
         ray.shutdown()
         cluster.shutdown()
-
-
-def numbers(row):
-    return {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and k != "seconds"}
-
-
-def assert_same_numbers(here, there, at_least=1):
-    """Two rows have the same numeric columns (at least `at_least`), each equal to 1e-6 (NaN equal to NaN)."""
-    a, b = numbers(here), numbers(there)
-    assert a.keys() == b.keys() and len(a) >= at_least
-    for column in a:
-        assert (math.isnan(a[column]) and math.isnan(b[column])) or b[column] == pytest.approx(
-            a[column], rel=1e-6, abs=1e-6), (here.get("model"), here["method"], here.get("value"), column)
 
 
 def test_ray_table_equals_the_local_table(runs):

@@ -11,6 +11,7 @@ import click
 from debiaskit.benchmark_sets import BenchmarkSets, parse_benchmarks
 from debiaskit.bootstrap import DEFAULT_RESAMPLES
 from debiaskit.commands.support import (
+    batch_size_option,
     data_options,
     executor_options,
     host_of,
@@ -28,7 +29,6 @@ from debiaskit.commands.support import (
 from debiaskit.compare import DEFAULT_FOLDS, Comparison, MethodRun, check_folds, check_methods, run_comparison
 from debiaskit.data import template_split
 from debiaskit.errors import DebiasKitError
-from debiaskit.evaluator import DEFAULT_BATCH_SIZE
 from debiaskit.model import load_model
 from debiaskit.professions import professions_from_option
 from debiaskit.ray_executor import Bench, ModelWork, run_on_ray
@@ -53,7 +53,7 @@ from debiaskit.tables import FORMATS, headline_table, render, row_label
 @click.option("--folds", type=int, default=DEFAULT_FOLDS, show_default=True, help="k of the k-fold split over jobs.")
 @click.option("--in-sample", is_flag=True,
               help="Fit job-fitted methods on all jobs and score the same jobs (labelled in-sample).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
+@batch_size_option
 @click.option("--bootstrap", type=click.IntRange(min=0), default=DEFAULT_RESAMPLES, show_default=True,
               help="Paired bootstrap resamples over jobs and templates for the intervals (0 = no intervals).")
 @click.option("--seeds", default=None, help="Comma-separated further seeds: methods with a random step are rerun with "

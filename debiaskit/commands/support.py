@@ -17,6 +17,7 @@ import click
 from debiaskit.compare import BASELINE
 from debiaskit.data import OccupationSet, TemplateFamily
 from debiaskit.errors import DebiasKitError
+from debiaskit.evaluator import DEFAULT_BATCH_SIZE, LAST_POSITION_BATCHES
 from debiaskit.model import DEVICE_CHOICES, DTYPES, EMBEDDED_MODEL
 from debiaskit.options import parse_assignments, resolve_settings
 from debiaskit.plugin_host import PluginHost, load_plugins
@@ -89,6 +90,13 @@ def data_options(dataset_help: str = "Data set name, NAME:ARGUMENT for loaders t
         click.option("--dataset", default="occupations40", show_default=True, help=dataset_help),
         click.option("--templates", "template_family", default="pronoun", show_default=True, help=templates_help),
     )
+
+
+# --batch-size, for the commands that score prompts; the command receives it as `batch_size`
+batch_size_option = click.option(
+    "--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True,
+    help=f"Sequences per forward pass; prompts unembedded at their last position only take {LAST_POSITION_BATCHES}x "
+    "as many.")
 
 
 def method_options_option(help: str = "Method option, method.key=value (repeatable).") -> Decorator:

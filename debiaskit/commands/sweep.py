@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from debiaskit.commands.support import (
+    batch_size_option,
     data_options,
     executor_options,
     host_of,
@@ -28,7 +29,6 @@ from debiaskit.commands.support import (
 from debiaskit.compare import BASELINE, DEFAULT_FOLDS, Comparer, Comparison, check_methods
 from debiaskit.data import OccupationSet, TemplateFamily
 from debiaskit.errors import DebiasKitError
-from debiaskit.evaluator import DEFAULT_BATCH_SIZE
 from debiaskit.model import LoadedModel, load_model
 from debiaskit.plugin_host import PluginHost
 from debiaskit.professions import Profession, professions_from_option
@@ -73,7 +73,7 @@ from debiaskit.tables import label_of, render
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--folds", type=int, default=DEFAULT_FOLDS, show_default=True)
 @click.option("--heldout-templates", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
+@batch_size_option
 @professions_option
 @click.option("--force", is_flag=True, help=f"Replace the {SWEEP_FILE} an --out folder already holds.")
 @executor_options
